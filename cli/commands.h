@@ -1,0 +1,23 @@
+// Subcommands of the `kvmesh` CLI. Each takes the arguments after its name and returns the
+// process exit code (0 ok, 1 runtime failure, 2 usage error). Add one by declaring it here and
+// listing it in kCommands (cli/commands.cc).
+#pragma once
+
+#include <span>
+#include <string_view>
+
+namespace kvmesh::cli {
+
+using CommandFn = int (*)(std::span<char*> args);
+
+struct Command {
+  std::string_view name;
+  std::string_view summary;
+  CommandFn run;
+};
+
+std::span<const Command> AllCommands();
+
+int VersionCommand(std::span<char*> args);
+
+}  // namespace kvmesh::cli
