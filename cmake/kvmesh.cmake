@@ -1,4 +1,8 @@
-# kvmesh_component(NAME <target> [DEPS <targets...>] [PRIVATE_DEPS <targets...>])
+# kvmesh_component(NAME <target> [INCLUDE <regex>] [EXCLUDE <regex>] [DEPS <targets...>]
+#                  [PRIVATE_DEPS <targets...>] [TEST_DEPS <targets...>])
+#
+# INCLUDE/EXCLUDE filter the folder's file names, so one folder can hold two targets when one part is
+# expensive to compile (common/http_* on Boost.Beast is its own target, kvmesh_http).
 #
 # One folder = one library target. Sources are the folder's *.cc files except *_test.cc,
 # *_bench.cc, *_fuzz.cc and *_main.cc. Each *_test.cc becomes a GoogleTest executable registered
@@ -6,8 +10,19 @@
 # each *_fuzz.cc a fuzz target (LLVMFuzzerTestOneInput) run by a deterministic driver under ctest
 # (label "fuzz"), and, with KVMESH_LIBFUZZER=ON and clang, also a libFuzzer binary.
 function(kvmesh_component)
-  cmake_parse_arguments(C "" "NAME" "DEPS;PRIVATE_DEPS;TEST_DEPS" ${ARGN})
-  file(GLOB _all CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/*.cc)
+  cmake_parse_arguments(C "" "NAME;INCLUDE;EXCLUDE" "DEPS;PRIVATE_DEPS;TEST_DEPS" ${ARGN})
+  file(GLOB _globbed CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/*.cc)
+  set(_all)
+  foreach(f IN LISTS _globbed)
+    get_filename_component(_base ${f} NAME)
+    if(C_INCLUDE AND NOT _base MATCHES "${C_INCLUDE}")
+      continue()
+    endif()
+    if(C_EXCLUDE AND _base MATCHES "${C_EXCLUDE}")
+      continue()
+    endif()
+    list(APPEND _all ${f})
+  endforeach()
   set(_lib_srcs)
   set(_tests)
   set(_benches)
