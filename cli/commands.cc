@@ -12,6 +12,9 @@ int VersionCommand(std::span<char*> /*args*/) {
 
 std::span<const Command> AllCommands() {
   static const std::array kCommands = {
+      // One line per command, sorted by name.
+      Command{"hash", "print the block hashes of a token sequence (JSON)", &HashCommand},
+      Command{"kv-demo", "replay a trace through the KV tiers, report hits", &KvDemoCommand},
       Command{"version", "print the version", &VersionCommand},
   };
   return kCommands;

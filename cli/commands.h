@@ -19,5 +19,7 @@ struct Command {
 std::span<const Command> AllCommands();
 
 int VersionCommand(std::span<char*> args);
+int HashCommand(std::span<char*> args);  // cli/hash_cmd.cc
+int KvDemoCommand(std::span<char*> args);  // cli/kv_demo_cmd.cc
 
 }  // namespace kvmesh::cli
