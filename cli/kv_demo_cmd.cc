@@ -46,12 +46,12 @@ constexpr uint32_t kTraceBlockTokens = 512;
 struct DemoFlags {
   std::string trace;
   uint32_t block_size = 64;
-  uint32_t g1_blocks = 4096;
-  uint32_t g2_blocks = 16384;
-  uint32_t g3_blocks = 65536;
+  uint32_t g1_blocks = 32768;
+  uint32_t g2_blocks = 131072;
+  uint32_t g3_blocks = 524288;
   uint32_t g3_min_hits = 2;
-  size_t block_bytes = 4096;
-  size_t max_requests = 2000;
+  size_t block_bytes = 1024;
+  size_t max_requests = 0;
   size_t window = 4;
   std::string disk_dir;
   bool json = false;
@@ -64,12 +64,12 @@ void PrintHelp(std::FILE* out) {
                "tier, G3 disk tier) and prints per-tier hits. Flags:\n"
                "  --trace PATH        Mooncake JSONL trace (default: ../%.*s from the repo root)\n"
                "  --block-size N      tokens per block (default 64)\n"
-               "  --g1-blocks N       G1 (engine memory) blocks (default 4096)\n"
-               "  --g2-blocks N       G2 (host memory) blocks (default 16384; 0 disables G2+G3)\n"
-               "  --g3-blocks N       G3 (disk) blocks (default 65536; 0 disables G3)\n"
+               "  --g1-blocks N       G1 (engine memory) blocks (default 32768)\n"
+               "  --g2-blocks N       G2 (host memory) blocks (default 131072; 0 disables G2+G3)\n"
+               "  --g3-blocks N       G3 (disk) blocks (default 524288; 0 disables G3)\n"
                "  --g3-min-hits N     hits a G2 block needs to be kept on disk (default 2)\n"
-               "  --block-bytes N     KV bytes per block (default 4096)\n"
-               "  --max-requests N    replay at most N records (default 2000; 0 = all)\n"
+               "  --block-bytes N     KV bytes per block (default 1024)\n"
+               "  --max-requests N    replay at most N records (default 0 = all)\n"
                "  --window N          concurrently running requests (default 4)\n"
                "  --disk-dir DIR      G3 directory, kept at exit (default: a temp dir, removed)\n"
                "  --json              print the summary as one JSON object\n",
