@@ -9,11 +9,44 @@
 
 #include "common/check.h"
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 namespace kvmesh::kv {
+
+namespace detail {
+namespace {
+constexpr size_t kHugePage = size_t{2} << 20;
+constexpr size_t kHugeMin = size_t{4} << 20;
+}  // namespace
+
+void* AllocateHuge(size_t bytes) {
+  if (bytes < kHugeMin) return ::operator new(bytes);
+  size_t rounded = (bytes + kHugePage - 1) & ~(kHugePage - 1);
+  void* p = std::aligned_alloc(kHugePage, rounded);
+  KVMESH_CHECK(p != nullptr, "out of memory");
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  ::madvise(p, rounded, MADV_HUGEPAGE);  // advisory: failure just means small pages
+#endif
+  return p;
+}
+
+void FreeHuge(void* p, size_t bytes) {
+  if (bytes < kHugeMin) {
+    ::operator delete(p);
+  } else {
+    std::free(p);
+  }
+}
+}  // namespace detail
+
 namespace {
 
 constexpr size_t kMinCapacity = 64;
 constexpr size_t kPrefetchAhead = 8;
+// Queries do little work per block, so they keep more lookups in flight.
+constexpr size_t kQueryPrefetchAhead = 16;
 
 inline uint32_t HolderSlot(uint32_t h) { return h >> 4; }
 inline uint32_t HolderMask(uint32_t h) { return h & 15; }
@@ -57,7 +90,7 @@ const PrefixIndex::Entry* PrefixIndex::Find(BlockHash key) const {
 }
 
 void PrefixIndex::Grow() {
-  std::vector<Entry> old;
+  decltype(table_) old;
   old.swap(table_);
   size_t cap = old.size() * 2;
   table_.assign(cap, Entry{});
@@ -97,8 +130,8 @@ PrefixIndex::Entry* PrefixIndex::FindOrInsert(BlockHash key, uint32_t slot) {
 void PrefixIndex::EraseAt(size_t i) {
   Entry& gone = table_[i];
   if (gone.cap) {
+    heap_bytes_ -= HeapBytes(gone.cap, gone.words());
     std::free(gone.heap);
-    heap_holder_slots_ -= gone.cap;
   }
   gone = Entry{};
   --num_entries_;
@@ -118,6 +151,40 @@ void PrefixIndex::EraseAt(size_t i) {
 }
 
 // ---- holder bookkeeping ---------------------------------------------------------------------
+
+void PrefixIndex::Reshape(Entry& e, uint32_t new_cap, uint32_t extra_slot) {
+  const uint32_t* old_hs = e.holders();
+  uint32_t max_slot = extra_slot;
+  for (uint32_t k = 0; k < e.size; ++k) max_slot = std::max(max_slot, HolderSlot(old_hs[k]));
+  uint32_t words = max_slot / 64 + 1;
+  if (new_cap < kMinBitsetCap || words > new_cap / 4) words = 0;
+  size_t bytes = HeapBytes(new_cap, words);
+  auto* heap = static_cast<uint64_t*>(std::malloc(bytes));
+  KVMESH_CHECK(heap != nullptr, "out of memory");
+  std::memset(heap, 0, 8 + 32 * size_t{words});
+  heap[0] = words;
+  auto* hs = reinterpret_cast<uint32_t*>(heap + 1 + 4 * size_t{words});
+  std::memcpy(hs, old_hs, e.size * sizeof(uint32_t));
+  if (e.cap) {
+    heap_bytes_ -= HeapBytes(e.cap, e.words());
+    std::free(e.heap);
+  }
+  heap_bytes_ += bytes;
+  e.heap = heap;
+  e.cap = static_cast<uint16_t>(new_cap);
+  for (uint32_t k = 0; k < e.size; ++k) SyncBits(e, HolderSlot(hs[k]), HolderMask(hs[k]));
+}
+
+void PrefixIndex::SyncBits(Entry& e, uint32_t slot, uint32_t mask) {
+  const uint32_t words = e.words();
+  if (words == 0) return;
+  KVMESH_DCHECK(slot / 64 < words);
+  const uint64_t bit = uint64_t{1} << (slot & 63);
+  for (uint32_t b = 0; b < 4; ++b) {
+    uint64_t& w = e.bits(b)[slot / 64];
+    w = ((mask >> b) & 1) ? (w | bit) : (w & ~bit);
+  }
+}
 
 void PrefixIndex::AccountMask(uint32_t slot, uint32_t old_mask, uint32_t new_mask) {
   WorkerState& w = workers_[slot];
@@ -168,6 +235,7 @@ void PrefixIndex::Store(uint32_t slot, BlockHash key, uint32_t bits) {
         return;
       }
       hs[k] = MakeHolder(slot, new_mask);
+      SyncBits(*e, slot, new_mask);
       AccountMask(slot, old_mask, new_mask);
       return;
     }
@@ -179,21 +247,14 @@ void PrefixIndex::Store(uint32_t slot, BlockHash key, uint32_t bits) {
   }
   if (e->size == 0) ++num_entries_;
   if (e->cap == 0 && e->size == 2) {
-    auto* heap = static_cast<uint32_t*>(std::malloc(4 * sizeof(uint32_t)));
-    KVMESH_CHECK(heap != nullptr, "out of memory");
-    std::memcpy(heap, e->inline_holders, 2 * sizeof(uint32_t));
-    e->heap = heap;
-    e->cap = 4;
-    heap_holder_slots_ += 4;
+    Reshape(*e, 4, slot);
   } else if (e->cap != 0 && e->size == e->cap) {
-    uint32_t new_cap = std::min<uint32_t>(uint32_t{e->cap} * 2, kMaxHolders);
-    auto* heap = static_cast<uint32_t*>(std::realloc(e->heap, new_cap * sizeof(uint32_t)));
-    KVMESH_CHECK(heap != nullptr, "out of memory");
-    heap_holder_slots_ += new_cap - e->cap;
-    e->heap = heap;
-    e->cap = static_cast<uint16_t>(new_cap);
+    Reshape(*e, std::min<uint32_t>(uint32_t{e->cap} * 2, kMaxHolders), slot);
+  } else if (e->words() != 0 && slot / 64 >= e->words()) {
+    Reshape(*e, e->cap, slot);  // widen the bitsets (or drop them if too sparse)
   }
   e->holders()[e->size++] = MakeHolder(slot, bits);
+  SyncBits(*e, slot, bits);
   ++num_holders_;
   AccountMask(slot, 0, bits);
 }
@@ -208,6 +269,7 @@ bool PrefixIndex::ClearBits(size_t i, uint32_t h, uint32_t bits) {
   if ((old_mask & kPredictedBit) && !(new_mask & kPredictedBit)) {
     predictions_.erase(PredKey{e.key, slot});
   }
+  SyncBits(e, slot, new_mask);
   if (new_mask != 0) {
     hs[h] = MakeHolder(slot, new_mask);
     return false;
@@ -219,12 +281,13 @@ bool PrefixIndex::ClearBits(size_t i, uint32_t h, uint32_t bits) {
     return true;
   }
   if (e.cap != 0 && e.size <= 2) {
-    uint32_t* heap = e.heap;
-    uint32_t cap = e.cap;
-    std::memcpy(e.inline_holders, heap, e.size * sizeof(uint32_t));
+    uint64_t* heap = e.heap;
+    heap_bytes_ -= HeapBytes(e.cap, e.words());
+    uint32_t kept[2];
+    std::memcpy(kept, e.holders(), e.size * sizeof(uint32_t));
     e.cap = 0;
+    std::memcpy(e.inline_holders, kept, e.size * sizeof(uint32_t));
     std::free(heap);
-    heap_holder_slots_ -= cap;
   }
   return false;
 }
@@ -446,87 +509,215 @@ void PrefixIndex::QueryInto(std::span<const BlockHash> hashes, QueryOptions opti
   QueryLocked(hashes, options, out);
 }
 
+namespace {
+
+// Query state of 64 worker slots (one word of the slot bitsets).
+struct QueryWord {
+  uint64_t conf;          // A_c: confirmed run still going at the current block
+  uint64_t pred;          // A_p: run counting live predictions still going (A_c is a subset)
+  uint64_t next_conf;     // the same after folding the current block
+  uint64_t next_pred;
+  uint64_t held[3];       // of A_c: held the previous run block in tier t
+  uint64_t next_tier[3];  // of next_conf: hold the current block in tier t
+};
+
+// Query state of one worker slot. A tier's count is kept as runs: start = the block where the
+// worker's current streak of holding that tier began; count = blocks of finished streaks.
+struct QuerySlot {
+  uint32_t matched;    // matched_blocks, set when the slot leaves A_c
+  uint32_t with_pred;  // matched_with_predicted, set when it leaves A_p
+  uint32_t start[3];
+  uint32_t count[3];
+};
+
+// Per-thread query scratch. Between queries every element is zero and the lists are empty.
+struct QueryScratch {
+  std::vector<QueryWord> words;
+  std::vector<QuerySlot> slots;
+  std::vector<uint32_t> active;   // word indices with pred != 0
+  std::vector<uint32_t> touched;  // slots matching block 0 (the only ones that can match)
+
+  void Fit(size_t num_slots) {
+    size_t w = (num_slots + 63) / 64;
+    if (words.size() < w) words.resize(w, QueryWord{});
+    if (slots.size() < num_slots) slots.resize(num_slots, QuerySlot{});
+  }
+};
+
+template <typename F>
+[[gnu::always_inline]] inline void ForEachBit(uint64_t word, uint32_t base, F&& f) {
+  while (word) {
+    f(base + static_cast<uint32_t>(std::countr_zero(word)));
+    word &= word - 1;
+  }
+}
+
+}  // namespace
+
 void PrefixIndex::QueryLocked(std::span<const BlockHash> hashes, QueryOptions options,
                               QueryResult& out) const {
-  // Per-thread scratch: position of a worker slot in out.workers (-1 = not matching). Reset
-  // for the touched slots before returning, so it is all -1 between queries.
-  thread_local std::vector<int32_t> pos;
-  thread_local std::vector<uint32_t> slots;
-  if (pos.size() < workers_.size()) pos.resize(workers_.size(), -1);
+  // The walk keeps the candidate workers as slot bitsets (A_c, A_p). A block held by many
+  // workers is folded in with word operations on its bitsets (Entry::bits); a block with few
+  // holders by iterating its holders. Per-worker work happens only when a worker leaves a set or
+  // changes which tiers hold its blocks, so a block costs O(active words + changes).
+  thread_local QueryScratch sc;
+  sc.Fit(workers_.size());
   out.workers.clear();
-  slots.clear();
+  QueryWord* qw = sc.words.data();
+  QuerySlot* qs = sc.slots.data();
 
   const bool check_pred = !predictions_.empty();
   const int64_t now = check_pred ? NowNs() : 0;
-  auto effective_mask = [&](BlockHash key, uint32_t holder) {
-    uint32_t m = HolderMask(holder);
-    if ((m & kPredictedBit) && !PredictionLive(key, HolderSlot(holder), now)) {
-      m &= ~kPredictedBit;
+
+  // Computes next_* of block `key` (entry e) for the active words (block 0: first, all words,
+  // every holder starts a run).
+  auto fold = [&](const Entry& e, BlockHash key, bool first) __attribute__((always_inline)) {
+    const uint32_t words = e.words();
+    if (words != 0) {
+      const uint64_t* g[3] = {e.bits(0), e.bits(1), e.bits(2)};
+      const uint64_t* p = e.bits(3);
+      auto one = [&](uint32_t j) __attribute__((always_inline)) {
+        QueryWord& q = qw[j];
+        const bool in = j < words;
+        const uint64_t any = in ? (g[0][j] | g[1][j] | g[2][j]) : 0;
+        const uint64_t ac = first ? ~uint64_t{0} : q.conf;
+        const uint64_t ap = first ? ~uint64_t{0} : q.pred;
+        const uint64_t c = ac & any;
+        uint64_t only_pred = in ? (ap & ~any & p[j]) : 0;
+        if (only_pred != 0) {
+          uint64_t live = 0;
+          if (check_pred) {
+            ForEachBit(only_pred, j * 64, [&](uint32_t s) {
+              if (PredictionLive(key, s, now)) live |= uint64_t{1} << (s & 63);
+            });
+          }
+          only_pred = live;
+        }
+        q.next_conf = c;
+        q.next_pred = (ap & any) | only_pred;
+        for (int t = 0; t < 3; ++t) q.next_tier[t] = in ? (c & g[t][j]) : 0;
+      };
+      if (first) {
+        for (uint32_t j = 0; j < words; ++j) one(j);
+      } else {
+        for (uint32_t j : sc.active) one(j);
+      }
+      return;
     }
-    return m;
+    const uint32_t* hs = e.holders();
+    for (uint32_t k = 0; k < e.size; ++k) {
+      const uint32_t s = HolderSlot(hs[k]);
+      QueryWord& q = qw[s / 64];
+      const uint64_t bit = uint64_t{1} << (s & 63);
+      if (!first && !(q.pred & bit)) continue;
+      uint32_t m = HolderMask(hs[k]);
+      if ((m & kPredictedBit) && (!check_pred || !PredictionLive(key, s, now))) {
+        m &= ~kPredictedBit;
+      }
+      if (m == 0) continue;
+      q.next_pred |= bit;
+      if ((m & kTierMask) && (first || (q.conf & bit))) {
+        q.next_conf |= bit;
+        for (int t = 0; t < 3; ++t) {
+          if ((m >> t) & 1) q.next_tier[t] |= bit;
+        }
+      }
+    }
   };
 
   const size_t n_hashes = hashes.size();
-  for (size_t i = 0; i < std::min(n_hashes, kPrefetchAhead); ++i) Prefetch(hashes[i]);
-  if (!hashes.empty()) {
-    if (const Entry* e = Find(hashes[0])) {
-      const uint32_t* hs = e->holders();
-      for (uint32_t k = 0; k < e->size; ++k) {
-        uint32_t m = check_pred ? effective_mask(hashes[0], hs[k]) : HolderMask(hs[k]);
-        if (m == 0) continue;
-        uint32_t slot = HolderSlot(hs[k]);
-        pos[slot] = static_cast<int32_t>(out.workers.size());
-        slots.push_back(slot);
-        WorkerMatch& wm = out.workers.emplace_back();
-        wm.matched_with_predicted = 1;
-        if (m & kTierMask) {
-          wm.matched_blocks = 1;
-          for (int t = 0; t < kNumMedia; ++t) wm.matched_tier[t] += (m >> t) & 1;
-        }
+  for (size_t i = 0; i < std::min(n_hashes, kQueryPrefetchAhead); ++i) Prefetch(hashes[i]);
+  const Entry* e = n_hashes ? Find(hashes[0]) : nullptr;
+  if (e != nullptr) {
+    fold(*e, hashes[0], /*first=*/true);
+    // Adopt block 0: every word it touched becomes active; every tier streak starts at 0.
+    const uint32_t nwords = static_cast<uint32_t>(sc.words.size());
+    for (uint32_t j = 0; j < nwords; ++j) {
+      QueryWord& q = qw[j];
+      if (q.next_pred == 0) continue;  // next_conf, next_tier are subsets
+      q.conf = q.next_conf;
+      q.pred = q.next_pred;
+      for (int t = 0; t < 3; ++t) {
+        q.held[t] = q.next_tier[t];
+        q.next_tier[t] = 0;
       }
-      size_t alive = out.workers.size();
-      for (size_t i = 1; i < n_hashes && alive > 0; ++i) {
-        if (i + kPrefetchAhead < n_hashes) Prefetch(hashes[i + kPrefetchAhead]);
-        e = Find(hashes[i]);
-        if (e == nullptr) break;
-        alive = 0;
-        hs = e->holders();
-        const uint32_t n = static_cast<uint32_t>(i);
-        for (uint32_t k = 0; k < e->size; ++k) {
-          int32_t p = pos[HolderSlot(hs[k])];
-          if (p < 0) continue;
-          WorkerMatch& wm = out.workers[p];
-          if (wm.matched_with_predicted != n) continue;
-          uint32_t m = check_pred ? effective_mask(hashes[i], hs[k]) : HolderMask(hs[k]);
-          if (m == 0) continue;
-          wm.matched_with_predicted = n + 1;
-          ++alive;
-          if ((m & kTierMask) && wm.matched_blocks == n) {
-            wm.matched_blocks = n + 1;
-            for (int t = 0; t < kNumMedia; ++t) wm.matched_tier[t] += (m >> t) & 1;
-          }
-        }
-      }
+      q.next_conf = 0;
+      q.next_pred = 0;
+      sc.active.push_back(j);
+      ForEachBit(q.pred, j * 64, [&](uint32_t s) { sc.touched.push_back(s); });
     }
+    size_t i = 1;
+    for (; i < n_hashes && !sc.active.empty(); ++i) {
+      if (i + kQueryPrefetchAhead < n_hashes) Prefetch(hashes[i + kQueryPrefetchAhead]);
+      e = Find(hashes[i]);
+      if (e == nullptr) break;
+      fold(*e, hashes[i], /*first=*/false);
+      const uint32_t n = static_cast<uint32_t>(i);
+      size_t kept = 0;
+      for (uint32_t j : sc.active) {
+        QueryWord& q = qw[j];
+        const uint32_t base = j * 64;
+        ForEachBit(q.conf & ~q.next_conf, base, [&](uint32_t s) { qs[s].matched = n; });
+        ForEachBit(q.pred & ~q.next_pred, base, [&](uint32_t s) { qs[s].with_pred = n; });
+        for (int t = 0; t < 3; ++t) {
+          const uint64_t old = q.held[t];
+          const uint64_t now_held = q.next_tier[t];
+          // A streak ends (tier lost, or the worker left A_c) or begins.
+          ForEachBit(old & ~now_held, base,
+                     [&](uint32_t s) { qs[s].count[t] += n - qs[s].start[t]; });
+          ForEachBit(now_held & ~old, base, [&](uint32_t s) { qs[s].start[t] = n; });
+          q.held[t] = now_held;
+          q.next_tier[t] = 0;
+        }
+        q.conf = q.next_conf;
+        q.pred = q.next_pred;
+        q.next_conf = 0;
+        q.next_pred = 0;
+        if (q.pred != 0) sc.active[kept++] = j;
+      }
+      sc.active.resize(kept);
+    }
+    // The walk ended at block i (end of request, missing block, or nobody left).
+    const uint32_t n = static_cast<uint32_t>(i);
+    for (uint32_t j : sc.active) {
+      QueryWord& q = qw[j];
+      const uint32_t base = j * 64;
+      ForEachBit(q.conf, base, [&](uint32_t s) { qs[s].matched = n; });
+      ForEachBit(q.pred, base, [&](uint32_t s) { qs[s].with_pred = n; });
+      for (int t = 0; t < 3; ++t) {
+        ForEachBit(q.held[t], base, [&](uint32_t s) { qs[s].count[t] += n - qs[s].start[t]; });
+        q.held[t] = 0;
+      }
+      q.conf = 0;
+      q.pred = 0;
+    }
+    sc.active.clear();
   }
-  for (size_t j = 0; j < slots.size(); ++j) {
-    const WorkerState& w = workers_[slots[j]];
-    WorkerMatch& wm = out.workers[j];
+
+  out.workers.reserve(sc.touched.size());
+  for (uint32_t s : sc.touched) {
+    const WorkerState& w = workers_[s];
+    const QuerySlot& st = qs[s];
+    WorkerMatch& wm = out.workers.emplace_back();
     wm.worker = w.id;
+    wm.matched_blocks = st.matched;
+    wm.matched_with_predicted = st.with_pred;
+    for (int t = 0; t < kNumMedia; ++t) wm.matched_tier[t] = st.count[t];
     wm.total_blocks = w.total_blocks;
     wm.total_tier = w.total_tier;
   }
   if (options.all_workers) {
     for (uint32_t s = 0; s < workers_.size(); ++s) {
       const WorkerState& w = workers_[s];
-      if (!w.live || pos[s] >= 0) continue;
+      if (!w.live || qs[s].with_pred != 0) continue;
       WorkerMatch& wm = out.workers.emplace_back();
       wm.worker = w.id;
       wm.total_blocks = w.total_blocks;
       wm.total_tier = w.total_tier;
     }
   }
-  for (uint32_t s : slots) pos[s] = -1;
+  for (uint32_t s : sc.touched) qs[s] = QuerySlot{};
+  sc.touched.clear();
 }
 
 PrefixIndexStats PrefixIndex::Stats() const {
@@ -536,7 +727,7 @@ PrefixIndexStats PrefixIndex::Stats() const {
   s.holders = num_holders_;
   s.workers = slot_of_.size();
   s.predicted = predictions_.size();
-  s.memory_bytes = table_.capacity() * sizeof(Entry) + heap_holder_slots_ * sizeof(uint32_t) +
+  s.memory_bytes = table_.capacity() * sizeof(Entry) + heap_bytes_ +
                    prune_ring_.size() * sizeof(std::pair<BlockHash, uint32_t>) +
                    workers_.capacity() * sizeof(WorkerState) +
                    slot_of_.size() * 32 + predictions_.size() * 48 +

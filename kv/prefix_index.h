@@ -2,7 +2,9 @@
 //
 // Fed with the KV events of many workers (kv/kv_event.h) and queried with a request's sequence
 // hashes (kv/block_hash.h). A sequence hash names a block AND its whole prefix, so the index is a
-// flat open-addressing map BlockHash -> holder set; no radix tree is needed.
+// flat open-addressing map BlockHash -> holder set; no radix tree is needed. Widely held blocks
+// also carry worker bitsets, so a query walks the request with word operations on candidate
+// bitsets instead of iterating every holder of the fleet-wide shared prefix.
 //
 // Semantics (see docs/prefix-index.md):
 //  - A holder is (worker, tier mask G1|G2|G3, predicted bit). BlockStored sets the tier bit,
@@ -12,6 +14,7 @@
 //    of the leading run of blocks held (confirmed) in any tier, and matched_tier[t] = how many of
 //    those leading blocks are held in tier t. A worker holding block 1 but not block 0 matches 0.
 //    matched_with_predicted is the same run where unexpired predicted entries also count.
+//    Cost: O(active bitset words + workers that drop out or change tiers) per block walked.
 //  - Sequence numbers: the first batch of a worker sets the baseline; any later seq that is not
 //    last+1 is reported as a gap. The batch is still applied and the baseline moves to seq; the
 //    caller should resync the worker with ReplaceWorker() from an inventory snapshot.
@@ -19,7 +22,8 @@
 //    blocks; a new block beyond that evicts the least recently stored block (all its holders).
 //
 // Invariants: every worker's totals equal the number of (block, tier) bits it holds; an entry
-// exists iff it has at least one holder; a holder exists iff its mask is non-zero.
+// exists iff it has at least one holder; a holder exists iff its mask is non-zero; an entry's
+// bitsets (if any) have exactly the bits of its holders' masks.
 // Thread safety: all methods may be called concurrently. Queries take a shared lock, mutations an
 // exclusive one (one std::shared_mutex).
 #pragma once
@@ -96,6 +100,24 @@ struct PrefixIndexStats {
   uint64_t memory_bytes = 0;       // the index's own container accounting (approximate)
 };
 
+namespace detail {
+// Allocation of >= 4 MiB is 2 MiB-aligned and advised for transparent huge pages (Linux), so
+// random lookups into a large table do not also miss the TLB on every probe.
+void* AllocateHuge(size_t bytes);
+void FreeHuge(void* p, size_t bytes);
+template <typename T>
+struct HugePageAllocator {
+  using value_type = T;
+  HugePageAllocator() = default;
+  template <typename U>
+  HugePageAllocator(const HugePageAllocator<U>&) {}  // NOLINT(runtime/explicit)
+  T* allocate(size_t n) { return static_cast<T*>(AllocateHuge(n * sizeof(T))); }
+  void deallocate(T* p, size_t n) { FreeHuge(p, n * sizeof(T)); }
+  template <typename U>
+  bool operator==(const HugePageAllocator<U>&) const { return true; }
+};
+}  // namespace detail
+
 class PrefixIndex {
  public:
   explicit PrefixIndex(PrefixIndexOptions options = {});
@@ -138,6 +160,12 @@ class PrefixIndex {
   static constexpr uint32_t kTierMask = 7;
   static constexpr uint32_t kMaxHolders = 65535;
 
+  // A heap block (cap > 0) is: uint64 W, then W words for each of the 4 mask bits (G1, G2, G3,
+  // predicted: bit s of set b = holder with slot s has mask bit b), then the holder array.
+  // W = 0 (no bitsets) unless the entry has cap >= kMinBitsetCap and W <= cap / 4, i.e. the
+  // bitsets never cost more than twice the holder array. Bitsets let a query process a block held
+  // by many workers in O(W) word operations instead of O(holders).
+  static constexpr uint32_t kMinBitsetCap = 8;
   struct Entry {
     BlockHash key;
     uint32_t stamp;  // store clock at the last store (prune order)
@@ -145,10 +173,17 @@ class PrefixIndex {
     uint16_t cap;    // 0 = holders inline, else heap capacity
     union {
       uint32_t inline_holders[2];
-      uint32_t* heap;
+      uint64_t* heap;
     };
-    uint32_t* holders() { return cap ? heap : inline_holders; }
-    const uint32_t* holders() const { return cap ? heap : inline_holders; }
+    uint32_t words() const { return cap ? static_cast<uint32_t>(heap[0]) : 0; }
+    uint64_t* bits(uint32_t b) { return heap + 1 + size_t{b} * heap[0]; }
+    const uint64_t* bits(uint32_t b) const { return heap + 1 + size_t{b} * heap[0]; }
+    uint32_t* holders() {
+      return cap ? reinterpret_cast<uint32_t*>(heap + 1 + 4 * heap[0]) : inline_holders;
+    }
+    const uint32_t* holders() const {
+      return cap ? reinterpret_cast<const uint32_t*>(heap + 1 + 4 * heap[0]) : inline_holders;
+    }
   };
 
   struct WorkerState {
@@ -188,6 +223,14 @@ class PrefixIndex {
   }
   Entry* FindOrInsert(BlockHash key, uint32_t slot);  // nullptr if refused
   void EraseAt(size_t i);
+  // Moves e's holders into a new heap block of `new_cap` holders whose bitsets (if any) cover
+  // the holders' slots and `extra_slot`; frees the old block.
+  void Reshape(Entry& e, uint32_t new_cap, uint32_t extra_slot);
+  // Sets the bitsets (if any) of e for `slot` to `mask`.
+  static void SyncBits(Entry& e, uint32_t slot, uint32_t mask);
+  static size_t HeapBytes(uint32_t cap, uint32_t words) {
+    return 8 + 32 * size_t{words} + 4 * size_t{cap};
+  }
   void Grow();
   void Store(uint32_t slot, BlockHash key, uint32_t bits);
   void Remove(uint32_t slot, BlockHash key, uint32_t bits);
@@ -206,12 +249,12 @@ class PrefixIndex {
   PrefixIndexOptions options_;
   mutable std::shared_mutex mu_;
 
-  std::vector<Entry> table_;  // size is a power of two (or 0)
+  std::vector<Entry, detail::HugePageAllocator<Entry>> table_;  // size: a power of two
   size_t mask_ = 0;
   int shift_ = 64;
   size_t num_entries_ = 0;
   size_t num_holders_ = 0;
-  size_t heap_holder_slots_ = 0;  // sum of heap capacities, for memory accounting
+  size_t heap_bytes_ = 0;  // sum of heap block sizes, for memory accounting
 
   std::vector<WorkerState> workers_;  // by slot
   std::vector<uint32_t> free_slots_;

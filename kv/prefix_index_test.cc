@@ -345,21 +345,25 @@ void ExpectSame(const std::map<WorkerId, WorkerMatch>& got,
   }
 }
 
-TEST(PrefixIndexTest, RandomModelCheckAgainstReference) {
+// Random operations on `num_workers` workers, each step checked against the reference. With
+// many workers most blocks get many holders, which exercises the per-entry worker bitsets
+// (entries switch to them as holders grow past kMinBitsetCap, widen them when a higher worker
+// slot joins, and drop back to inline holders); worker slots beyond 64 need multi-word bitsets.
+void RunModelCheck(int num_workers, int steps, uint64_t seed) {
   int64_t now_ns = 1'000'000'000;
   PrefixIndexOptions opts;
   opts.clock = [&now_ns] { return std::chrono::steady_clock::time_point{nanoseconds(now_ns)}; };
   PrefixIndex index(opts);
   Reference ref;
-  std::mt19937_64 rng(12345);
+  std::mt19937_64 rng(seed);
   std::map<WorkerId, uint64_t> seq;
   auto rand = [&rng](uint64_t n) { return rng() % n; };
   // A small universe of hashes so that blocks collide across workers; a chain structure so
   // queries have long matches.
   std::vector<BlockHash> universe;
   for (int i = 0; i < 64; ++i) universe.push_back(rng() | 1);
-  for (int step = 0; step < 6000; ++step) {
-    WorkerId w = static_cast<WorkerId>(rand(6)) * 1000;
+  for (int step = 0; step < steps; ++step) {
+    WorkerId w = static_cast<WorkerId>(rand(static_cast<uint64_t>(num_workers))) * 1000;
     uint64_t op = rand(100);
     if (op < 45) {
       std::vector<BlockHash> hs;
@@ -402,9 +406,17 @@ TEST(PrefixIndexTest, RandomModelCheckAgainstReference) {
     size_t qs = rand(3), ql = rand(16);
     for (size_t i = qs; i < qs + ql; ++i) q.push_back(universe[i]);
     ExpectSame(ByWorker(index.Query(q)), ref.Query(q, now_ns), step);
-    if (HasFailure()) return;
+    if (::testing::Test::HasFailure()) return;
   }
   EXPECT_EQ(index.Stats().gaps, 0u);
+}
+
+TEST(PrefixIndexTest, RandomModelCheckAgainstReference) { RunModelCheck(6, 6000, 12345); }
+
+TEST(PrefixIndexTest, RandomModelCheckManyWorkersBitsets) {
+  RunModelCheck(150, 4000, 777);
+  if (::testing::Test::HasFailure()) return;
+  RunModelCheck(70, 3000, 4242);
 }
 
 TEST(PrefixIndexTest, ConcurrentIngestAndQuery) {
