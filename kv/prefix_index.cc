@@ -694,18 +694,6 @@ void PrefixIndex::QueryLocked(std::span<const BlockHash> hashes, QueryOptions op
     sc.active.clear();
   }
 
-  out.workers.reserve(sc.touched.size());
-  for (uint32_t s : sc.touched) {
-    const WorkerState& w = workers_[s];
-    const QuerySlot& st = qs[s];
-    WorkerMatch& wm = out.workers.emplace_back();
-    wm.worker = w.id;
-    wm.matched_blocks = st.matched;
-    wm.matched_with_predicted = st.with_pred;
-    for (int t = 0; t < kNumMedia; ++t) wm.matched_tier[t] = st.count[t];
-    wm.total_blocks = w.total_blocks;
-    wm.total_tier = w.total_tier;
-  }
   if (options.all_workers) {
     for (uint32_t s = 0; s < workers_.size(); ++s) {
       const WorkerState& w = workers_[s];
@@ -716,7 +704,23 @@ void PrefixIndex::QueryLocked(std::span<const BlockHash> hashes, QueryOptions op
       wm.total_tier = w.total_tier;
     }
   }
-  for (uint32_t s : sc.touched) qs[s] = QuerySlot{};
+  // One resize, then plain stores: with a shared system prompt every worker matches block 0, so
+  // this loop runs for all workers on every query and dominates short queries.
+  const size_t first = out.workers.size();
+  out.workers.resize(first + sc.touched.size());
+  WorkerMatch* wm = out.workers.data() + first;
+  for (uint32_t s : sc.touched) {
+    const WorkerState& w = workers_[s];
+    QuerySlot& st = qs[s];
+    wm->worker = w.id;
+    wm->matched_blocks = st.matched;
+    wm->matched_with_predicted = st.with_pred;
+    for (int t = 0; t < kNumMedia; ++t) wm->matched_tier[t] = st.count[t];
+    wm->total_blocks = w.total_blocks;
+    wm->total_tier = w.total_tier;
+    st = QuerySlot{};
+    ++wm;
+  }
   sc.touched.clear();
 }
 
