@@ -451,22 +451,33 @@ StatusOr<BlockHash> ReadHash(Reader& r, std::string_view field) {
   return r.Invalid(field, "expected int or bin block hash, got " + std::string(KindName(k)), at);
 }
 
-StatusOr<std::vector<BlockHash>> ReadHashList(Reader& r, std::string_view field) {
+// Reads an array of elements with `read_one`, refusing more than `max` (named `limit_name` in the
+// error) before reserving anything.
+template <typename T, typename ReadOne>
+StatusOr<std::vector<T>> ReadList(Reader& r, std::string_view field, size_t max,
+                                  std::string_view what, std::string_view limit_name,
+                                  ReadOne read_one) {
   const size_t at = r.offset();
   KVMESH_ASSIGN_OR_RETURN(uint32_t n, r.ArrayHeader(field));
-  if (n > r.limits().max_hashes_per_event) {
-    return r.Invalid(field, std::to_string(n) + " hashes exceed max_hashes_per_event " +
-                                std::to_string(r.limits().max_hashes_per_event),
+  if (n > max) {
+    return r.Invalid(field,
+                     std::to_string(n) + " " + std::string(what) + " exceed " +
+                         std::string(limit_name) + " " + std::to_string(max),
                      at);
   }
-  std::vector<BlockHash> out;
+  std::vector<T> out;
   out.reserve(n);
   for (uint32_t i = 0; i < n; ++i) {
-    auto h = ReadHash(r, field);
-    if (!h.ok()) return h.status().WithContext("element " + std::to_string(i));
-    out.push_back(*h);
+    auto v = read_one(r, field);
+    if (!v.ok()) return v.status().WithContext("element " + std::to_string(i));
+    out.push_back(*v);
   }
   return out;
+}
+
+StatusOr<std::vector<BlockHash>> ReadHashList(Reader& r, std::string_view field) {
+  return ReadList<BlockHash>(r, field, r.limits().max_hashes_per_event, "hashes",
+                             "max_hashes_per_event", ReadHash);
 }
 
 StatusOr<std::optional<BlockHash>> ReadOptionalHash(Reader& r, std::string_view field) {
@@ -489,21 +500,8 @@ StatusOr<uint32_t> ReadUint32(Reader& r, std::string_view field) {
 }
 
 StatusOr<std::vector<uint32_t>> ReadTokenList(Reader& r, std::string_view field) {
-  const size_t at = r.offset();
-  KVMESH_ASSIGN_OR_RETURN(uint32_t n, r.ArrayHeader(field));
-  if (n > r.limits().max_tokens_per_event) {
-    return r.Invalid(field, std::to_string(n) + " tokens exceed max_tokens_per_event " +
-                                std::to_string(r.limits().max_tokens_per_event),
-                     at);
-  }
-  std::vector<uint32_t> out;
-  out.reserve(n);
-  for (uint32_t i = 0; i < n; ++i) {
-    auto t = ReadUint32(r, field);
-    if (!t.ok()) return t.status().WithContext("element " + std::to_string(i));
-    out.push_back(*t);
-  }
-  return out;
+  return ReadList<uint32_t>(r, field, r.limits().max_tokens_per_event, "tokens",
+                            "max_tokens_per_event", ReadUint32);
 }
 
 StatusOr<std::optional<int64_t>> ReadOptionalInt64(Reader& r, std::string_view field) {
