@@ -9,7 +9,7 @@ PACKAGES=(
   # libraries
   libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev libyaml-cpp-dev
   libboost-dev libboost-system-dev libssl-dev libcpprest-dev
-  libucx-dev ucx-utils libzmq3-dev cppzmq-dev libmsgpack-cxx-dev libxxhash-dev libopenblas-dev
+  libucx-dev ucx-utils libzmq3-dev cppzmq-dev libmsgpack-cxx-dev libxxhash-dev libopenblas-dev libpcre2-dev
   # test tools
   prometheus python3 python3-xxhash python3-zmq python3-msgpack python3-yaml curl
 )
