@@ -20,6 +20,8 @@ std::span<const Command> AllCommands();
 
 int VersionCommand(std::span<char*> args);
 int HashCommand(std::span<char*> args);  // cli/hash_cmd.cc
+int GenerateCommand(std::span<char*> args);  // cli/generate_cmd.cc
 int KvDemoCommand(std::span<char*> args);  // cli/kv_demo_cmd.cc
+int ModelCommand(std::span<char*> args);   // cli/model_cmd.cc
 
 }  // namespace kvmesh::cli
