@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # README Quick start (1): install what is needed, build, and run the main job.
-# Until the router lands, the main job is the KV-core demo: the Mooncake conversation trace replayed
-# through a block pool with G1/G2/G3 tiers, printing hit ratios per tier and events per second.
+# Until the router and `kvmesh up` land, the main job is the engine on the CPU: the built-in tiny
+# model (created on first use) generates for a chat prompt twice, the second run reusing the
+# first one's KV blocks from the prefix cache; then the KV-core demo replays the Mooncake trace
+# through G1/G2/G3 tiers. Arguments go to `kvmesh generate`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --preset default
-exec ./build/cli/kvmesh kv-demo "$@"
+./build/cli/kvmesh generate --model builtin:tiny --chat \
+  --prompt "Explain KV-cache-aware routing in one paragraph." --max-tokens 48 "$@"
+exec ./build/cli/kvmesh kv-demo

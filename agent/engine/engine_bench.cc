@@ -15,6 +15,8 @@
 #include <thread>
 #include <vector>
 
+#include <immintrin.h>
+
 #include <nlohmann/json.hpp>
 
 #include "agent/engine/engine_core.h"
@@ -28,10 +30,35 @@ double Seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
 
-// Read bandwidth: `threads` threads each sum their slice of a 512 MiB buffer; best of 5.
+// Sums [b, e) with eight independent AVX2 accumulators (enough loads in flight to saturate
+// memory); scalar fallback without AVX2.
+__attribute__((target("avx2"))) double SumAvx2(const float* p, size_t b, size_t e) {
+  __m256 acc[8];
+  for (__m256& a : acc) a = _mm256_setzero_ps();
+  size_t i = b;
+  for (; i + 64 <= e; i += 64) {
+    for (int j = 0; j < 8; ++j) acc[j] = _mm256_add_ps(acc[j], _mm256_loadu_ps(p + i + 8 * j));
+  }
+  float tmp[8];
+  double total = 0;
+  for (__m256& a : acc) {
+    _mm256_storeu_ps(tmp, a);
+    for (float t : tmp) total += t;
+  }
+  for (; i < e; ++i) total += p[i];
+  return total;
+}
+double SumScalar(const float* p, size_t b, size_t e) {
+  double total = 0;
+  for (size_t i = b; i < e; ++i) total += p[i];
+  return total;
+}
+
+// Read bandwidth: `threads` threads each sum their slice of a 1 GiB buffer; best of 5.
 double MeasureReadBandwidth(int threads) {
-  const size_t n = (512u << 20) / sizeof(float);
+  const size_t n = (1024u << 20) / sizeof(float);
   std::vector<float> buf(n, 1.0f);
+  const bool avx2 = __builtin_cpu_supports("avx2");
   double best = 0;
   std::vector<double> sinks(threads);
   for (int rep = 0; rep < 5; ++rep) {
@@ -40,19 +67,13 @@ double MeasureReadBandwidth(int threads) {
     for (int t = 0; t < threads; ++t) {
       ts.emplace_back([&, t] {
         const size_t lo = n / threads * t, hi = t + 1 == threads ? n : n / threads * (t + 1);
-        float acc[16] = {};
-        size_t i = lo;
-        for (; i + 16 <= hi; i += 16) {
-          for (int j = 0; j < 16; ++j) acc[j] += buf[i + j];
-        }
-        for (; i < hi; ++i) acc[0] += buf[i];
-        sinks[t] = std::accumulate(acc, acc + 16, 0.0);
+        sinks[t] = avx2 ? SumAvx2(buf.data(), lo, hi) : SumScalar(buf.data(), lo, hi);
       });
     }
     for (auto& th : ts) th.join();
     best = std::max(best, static_cast<double>(n * sizeof(float)) / Seconds(t0, Clock::now()));
   }
-  if (std::accumulate(sinks.begin(), sinks.end(), 0.0) < 0) std::puts("");
+  if (std::accumulate(sinks.begin(), sinks.end(), 0.0) != static_cast<double>(n)) std::puts("");
   return best;
 }
 
