@@ -223,7 +223,12 @@ void EngineCore::Finish(Sequence& seq, FinishReason reason, RequestOutput& out, 
     out.text += seq.stop->Flush();
   }
   FillUsage(seq, out);
-  if (reason == FinishReason::kPrefilled) {
+  if (seq.state == SeqState::kImporting) {
+    // The importer may still be writing into these blocks: they stay allocated until its
+    // CompleteImport arrives, then go back to the pool.
+    abandoned_imports_[seq.req.id] = std::move(seq.blocks);
+    seq.blocks.clear();
+  } else if (reason == FinishReason::kPrefilled) {
     PinnedKv pin;
     pin.pin_id = next_pin_id_++;
     pin.blocks = seq.blocks;  // ownership of the references moves to the pin
@@ -291,6 +296,11 @@ void EngineCore::AdmitImport(Sequence& seq) {
 }
 
 void EngineCore::CompleteImport(const std::string& id, const Status& result) {
+  if (auto ab = abandoned_imports_.find(id); ab != abandoned_imports_.end()) {
+    if (!ab->second.empty()) pool_->Free(ab->second);
+    abandoned_imports_.erase(ab);
+    return;
+  }
   auto it = seqs_.find(id);
   if (it == seqs_.end()) return;
   Sequence& seq = *it->second;
@@ -305,6 +315,7 @@ void EngineCore::CompleteImport(const std::string& id, const Status& result) {
     KVMESH_LOG_WARN("engine", "KV import failed", {"request", id}, {"error", result.ToString()},
                     {"recompute", seq.req.recompute_on_import_failure});
     if (!seq.req.recompute_on_import_failure) {
+      seq.state = SeqState::kRunning;  // the import is over: Finish frees the blocks
       RequestOutput out;
       out.id = id;
       Finish(seq, FinishReason::kError, out, UnavailableError("KV import failed: " + result.message()));

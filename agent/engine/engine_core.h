@@ -102,7 +102,8 @@ class EngineCore {
   // more blocks than the whole cache; kImportedKv without a first_token or importer.
   Status AddRequest(GenerateRequest request);
   // Finishes a live request as cancelled and frees its blocks; false if the id is unknown.
-  // Its final RequestOutput comes from the next Step().
+  // Its final RequestOutput comes from the next Step(). A request whose KV import is still
+  // running keeps its blocks until the importer's CompleteImport (which must still come).
   bool Abort(const std::string& id);
   // Frees the blocks of a kPrefillOnly result; false if the pin id is unknown (already released).
   bool ReleasePinned(uint64_t pin_id);
@@ -184,6 +185,9 @@ class EngineCore {
   std::deque<Sequence*> waiting_;
   std::vector<Sequence*> running_;  // arrival order, oldest first (includes importing)
   std::unordered_map<uint64_t, PinnedKv> pinned_;
+  // Blocks of cancelled requests whose import is still running, by request id; freed when the
+  // importer's CompleteImport arrives (it may still write into them until then).
+  std::unordered_map<std::string, std::vector<kv::BlockId>> abandoned_imports_;
   std::vector<RequestOutput> pending_outputs_;  // produced outside Step (aborts, failures)
   uint64_t next_arrival_ = 0;
   uint64_t next_pin_id_ = 1;

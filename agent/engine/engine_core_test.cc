@@ -276,6 +276,29 @@ TEST_F(EngineCoreTest, ImportFailureCanFailTheRequest) {
   ExpectNoLeaks(*decode);
 }
 
+TEST_F(EngineCoreTest, AbortDuringImportKeepsBlocksUntilTheImporterIsDone) {
+  CopyImporter imp;
+  auto decode = MakeCore(Opts(), &imp);
+  imp.source = decode.get();
+  imp.target = decode.get();
+  imp.source_blocks = std::vector<kv::BlockId>(8, 1);
+  GenerateRequest d = Req("z", 21, 4);
+  d.mode = RequestMode::kImportedKv;
+  d.first_token = 5;
+  ASSERT_TRUE(decode->AddRequest(d).ok());
+  decode->Step();
+  ASSERT_EQ(imp.started.size(), 1u);
+  EXPECT_EQ(decode->block_pool().num_blocks_used(), 6u);  // ceil(21 / 4)
+  EXPECT_TRUE(decode->Abort("z"));
+  auto outs = decode->Step();
+  ASSERT_EQ(outs.size(), 1u);
+  EXPECT_EQ(outs[0].finish_reason, FinishReason::kCancelled);
+  // The transfer may still be writing: the blocks are not handed to anyone else yet.
+  EXPECT_EQ(decode->block_pool().num_blocks_used(), 6u);
+  decode->CompleteImport("z", Status::Ok());
+  ExpectNoLeaks(*decode);
+}
+
 TEST_F(EngineCoreTest, AbortFreesBlocksWithinOneStep) {
   auto core = MakeCore(Opts());
   ASSERT_TRUE(core->AddRequest(Req("long", 30, 200)).ok());
