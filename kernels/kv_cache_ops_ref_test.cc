@@ -9,17 +9,12 @@
 #include <vector>
 
 #include "kernels/kv_cache_ops.h"
+#include "kernels/ref_test_util.h"
 
 namespace kvmesh::kernels {
 namespace {
 
-std::vector<float> Random(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  std::vector<float> v(n);
-  for (auto& x : v) x = dist(rng);
-  return v;
-}
+using test_util::Random;
 
 struct Case {
   int block_size;

@@ -11,19 +11,14 @@
 #include <vector>
 
 #include "kernels/rope.h"
+#include "kernels/ref_test_util.h"
 
 namespace kvmesh::kernels {
 namespace {
 
 constexpr double kPi = 3.14159265358979323846;
 
-std::vector<float> Random(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  std::vector<float> v(n);
-  for (auto& x : v) x = dist(rng);
-  return v;
-}
+using test_util::Random;
 
 TEST(RopeInvFreqTest, UnscaledIsThetaPower) {
   const auto f = RopeInvFreq(64, 10000.0f, RopeScaling{});

@@ -17,7 +17,7 @@
 
 #include "agent/engine/safetensors.h"
 
-namespace kvmesh::engine::testing {
+namespace kvmesh::engine::test_util {
 
 struct TestModelSpec {
   std::string architecture = "LlamaForCausalLM";
@@ -42,7 +42,7 @@ struct TestModelSpec {
 class TempDir {
  public:
   TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "kvmesh-engine-XXXXXX").string();
+    std::string tmpl = (std::filesystem::temp_directory_path() / "kvmesh_test_XXXXXX").string();
     path_ = mkdtemp(tmpl.data());
   }
   ~TempDir() {
@@ -123,4 +123,4 @@ inline void WriteTestModel(const TestModelSpec& s, const std::string& dir) {
   (void)w.Write(dir + "/model.safetensors");
 }
 
-}  // namespace kvmesh::engine::testing
+}  // namespace kvmesh::engine::test_util

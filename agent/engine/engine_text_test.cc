@@ -14,7 +14,7 @@ namespace {
 class EngineTextTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new testing::TempDir();
+    dir_ = new test_util::TempDir();
     ASSERT_TRUE(CreatePresetModel("tiny", dir_->path() + "/tiny").ok());
     auto w = ModelWeights::Load(dir_->path() + "/tiny");
     ASSERT_TRUE(w.ok()) << w.status().ToString();
@@ -61,11 +61,11 @@ class EngineTextTest : public ::testing::Test {
     }
     return r;
   }
-  static testing::TempDir* dir_;
+  static test_util::TempDir* dir_;
   static std::shared_ptr<const ModelWeights>* weights_;
   static std::shared_ptr<const tokenizer::Tokenizer>* tok_;
 };
-testing::TempDir* EngineTextTest::dir_ = nullptr;
+test_util::TempDir* EngineTextTest::dir_ = nullptr;
 std::shared_ptr<const ModelWeights>* EngineTextTest::weights_ = nullptr;
 std::shared_ptr<const tokenizer::Tokenizer>* EngineTextTest::tok_ = nullptr;
 

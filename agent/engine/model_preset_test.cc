@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "agent/engine/model_weights.h"
+#include "agent/engine/engine_test_util.h"
 #include "agent/engine/safetensors.h"
 
 namespace kvmesh::engine {
@@ -23,21 +24,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "kvmesh_mp_XXXXXX").string();
-    path_ = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using test_util::TempDir;
 
 std::string ReadAll(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

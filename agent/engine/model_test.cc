@@ -15,9 +15,9 @@
 namespace kvmesh::engine {
 namespace {
 
-using testing::TempDir;
-using testing::TestModelSpec;
-using testing::WriteTestModel;
+using test_util::TempDir;
+using test_util::TestModelSpec;
+using test_util::WriteTestModel;
 
 // ---- the naive reference ------------------------------------------------------------------
 struct Naive {
