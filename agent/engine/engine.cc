@@ -21,18 +21,9 @@ Engine::Engine(std::unique_ptr<EngineCore> core)
 Engine::~Engine() { Stop(); }
 
 Status Engine::Submit(GenerateRequest request, OutputCallback callback) {
-  // Cheap checks here so that the caller gets the error synchronously; the core re-validates.
-  if (request.prompt.empty()) return InvalidArgumentError("prompt must contain at least one token");
-  if (static_cast<int32_t>(request.prompt.size()) >= max_model_len_) {
-    return InvalidArgumentError("prompt has " + std::to_string(request.prompt.size()) +
-                                " tokens; the context length is " + std::to_string(max_model_len_));
-  }
-  for (int32_t t : request.prompt) {
-    if (t < 0 || t >= model_config_.vocab_size) {
-      return InvalidArgumentError("prompt token id " + std::to_string(t) +
-                                  " is outside the vocabulary");
-    }
-  }
+  // Checked on the caller's thread (immutable state only); the duplicate-id check is the
+  // engine thread's, in AddRequest.
+  KVMESH_RETURN_IF_ERROR(core_->ValidateRequest(request));
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return UnavailableError("engine is stopping");

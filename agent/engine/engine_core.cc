@@ -83,10 +83,9 @@ StatusOr<std::unique_ptr<EngineCore>> EngineCore::Create(
   return core;
 }
 
-Status EngineCore::AddRequest(GenerateRequest req) {
+Status EngineCore::ValidateRequest(const GenerateRequest& req) const {
   const ModelConfig& c = model_->config();
   if (req.id.empty()) return InvalidArgumentError("request id must not be empty");
-  if (seqs_.count(req.id)) return InvalidArgumentError("duplicate request id '" + req.id + "'");
   if (req.prompt.empty()) return InvalidArgumentError("prompt must contain at least one token");
   for (int32_t t : req.prompt) {
     if (t < 0 || t >= c.vocab_size) {
@@ -127,7 +126,14 @@ Status EngineCore::AddRequest(GenerateRequest req) {
   for (int32_t t : req.stop_token_ids) {
     if (t < 0) return InvalidArgumentError("stop_token_ids must be >= 0");
   }
+  return Status::Ok();
+}
 
+Status EngineCore::AddRequest(GenerateRequest req) {
+  KVMESH_RETURN_IF_ERROR(ValidateRequest(req));
+  if (seqs_.count(req.id)) return InvalidArgumentError("duplicate request id '" + req.id + "'");
+  const SamplingOptions& s = req.sampling;
+  const int32_t prompt_len = static_cast<int32_t>(req.prompt.size());
   auto seq = std::make_unique<Sequence>();
   seq->arrival = next_arrival_++;
   seq->seed = s.seed.value_or(seed_rng_());

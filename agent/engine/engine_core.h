@@ -101,6 +101,9 @@ class EngineCore {
   // sampling values, stop strings without a tokenizer, a duplicate live id, a prompt that needs
   // more blocks than the whole cache; kImportedKv without a first_token or importer.
   Status AddRequest(GenerateRequest request);
+  // The checks of AddRequest except the duplicate id. Reads only state fixed at Create, so any
+  // thread may call it (Engine::Submit does, to fail fast on the caller's thread).
+  Status ValidateRequest(const GenerateRequest& request) const;
   // Finishes a live request as cancelled and frees its blocks; false if the id is unknown.
   // Its final RequestOutput comes from the next Step(). A request whose KV import is still
   // running keeps its blocks until the importer's CompleteImport (which must still come).

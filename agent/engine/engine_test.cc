@@ -80,22 +80,31 @@ TEST(EngineTest, ServesConcurrentSubmittersAndCancels) {
   RequestOutput last = c.done.get_future().get();
   EXPECT_EQ(last.finish_reason, FinishReason::kCancelled);
 
-  // Errors found by the core reach the callback.
-  Collector dup1, dup2;
-  GenerateRequest bad = Req("bad", 4, 1);
-  bad.sampling.top_p = 2;
-  ASSERT_TRUE(engine->Submit(bad, dup1.Callback()).ok());
-  RequestOutput err = dup1.done.get_future().get();
+  // A live duplicate id is found on the engine thread: the error reaches the callback.
+  Collector first, dup;
+  ASSERT_TRUE(engine->Submit(Req("same", 8, 100000 - 1), first.Callback()).ok());
+  ASSERT_TRUE(engine->Submit(Req("same", 4, 1), dup.Callback()).ok());
+  RequestOutput err = dup.done.get_future().get();
   EXPECT_EQ(err.finish_reason, FinishReason::kError);
   EXPECT_EQ(err.error.code(), StatusCode::kInvalidArgument);
-  // Errors found on the caller's thread are returned directly.
-  EXPECT_EQ(engine->Submit(Req("empty", 0, 1), dup2.Callback()).code(), StatusCode::kInvalidArgument);
+  engine->Cancel("same");
+  EXPECT_EQ(first.done.get_future().get().finish_reason, FinishReason::kCancelled);
+  // Every other check runs on the caller's thread: the error is returned, nothing is queued.
+  Collector unused;
+  GenerateRequest bad = Req("bad", 4, 1);
+  bad.sampling.top_p = 2;
+  EXPECT_EQ(engine->Submit(bad, unused.Callback()).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine->Submit(Req("empty", 0, 1), unused.Callback()).code(), StatusCode::kInvalidArgument);
+  GenerateRequest imp = Req("imp", 4, 1);
+  imp.mode = RequestMode::kImportedKv;
+  imp.first_token = 3;
+  EXPECT_EQ(engine->Submit(imp, unused.Callback()).code(), StatusCode::kFailedPrecondition);
 
   // Stats refresh after steps; every block is back in the pool.
   engine->Stop();
   const EngineStats s = engine->Stats();
   EXPECT_EQ(s.kv_blocks_used, 0u);
-  EXPECT_GE(s.requests_finished, 5u);
+  EXPECT_GE(s.requests_finished, 6u);
 }
 
 TEST(EngineTest, StopCancelsLiveRequests) {
