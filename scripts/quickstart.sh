@@ -9,4 +9,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --preset default
 ./build/cli/kvmesh generate --model builtin:tiny --chat \
   --prompt "Explain KV-cache-aware routing in one paragraph." --max-tokens 48 "$@"
-exec ./build/cli/kvmesh kv-demo
+exec ./build/cli/kvmesh kv-demo \
+  --trace "$(bash scripts/shared_dir.sh)/data/traces/mooncake_conversation_trace.jsonl"

@@ -11,7 +11,8 @@ KVMESH="$KVMESH_BINARY_DIR/cli/kvmesh"
 
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-flags=(--max-requests 1500 --g1-blocks 2048 --g2-blocks 8192 --g3-blocks 32768 --g3-min-hits 1 --json)
+trace="$(bash "${KVMESH_SOURCE_DIR:?}/scripts/shared_dir.sh")/data/traces/mooncake_conversation_trace.jsonl"
+flags=(--trace "$trace" --max-requests 1500 --g1-blocks 2048 --g2-blocks 8192 --g3-blocks 32768 --g3-min-hits 1 --json)
 
 run() {  # run NAME ARGS... -> $tmp/NAME.json
   local name="$1"; shift
