@@ -190,9 +190,24 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     if (!writing_) DoStreamWrite();
   }
   net::any_io_executor executor() { return stream_.get_executor(); }
+  // Runs on the strand (posted by Responder).
+  void AsyncRespond(HttpResponse r) {
+    if (state_ != State::kAsync) return;
+    beast::error_code ignored;
+    stream_.socket().cancel(ignored);  // the disconnect-detecting read; its handler sees kWriting
+    WriteResponse(std::move(r), keep_alive_, false);
+  }
+  void AsyncStartStream(const std::shared_ptr<StreamWriter>& writer, StreamWriter::Mode mode) {
+    if (state_ != State::kAsync) {
+      writer->MarkDisconnected();
+      return;
+    }
+    state_ = State::kStreaming;
+    BeginStream(writer, mode);  // the detect read started in kAsync keeps running
+  }
 
  private:
-  enum class State { kReading, kHandling, kWriting, kDraining, kStreaming, kClosed };
+  enum class State { kReading, kHandling, kAsync, kWriting, kDraining, kStreaming, kClosed };
 
   void DoRead() {
     if (state_ == State::kClosed) return;
@@ -276,6 +291,20 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       StartStream(*route, req);
       return;
     }
+    if (route->async_handler) {
+      state_ = State::kAsync;
+      auto responder = std::make_shared<Responder>(weak_from_this());
+      responder_ = responder;
+      DoDetectRead();
+      try {
+        route->async_handler(req, std::move(responder));
+      } catch (const std::exception& e) {
+        KVMESH_LOG_ERROR(kComponent, "async handler threw", {"path", req.path}, {"what", e.what()});
+      } catch (...) {
+        KVMESH_LOG_ERROR(kComponent, "async handler threw", {"path", req.path});
+      }
+      return;  // a dropped responder answers 500 from its destructor
+    }
     HttpResponse response;
     try {
       response = route->handler(req);
@@ -358,25 +387,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
 
   void StartStream(const HttpServer::RouteEntry& route, const HttpRequest& req) {
     state_ = State::kStreaming;
-    stream_.expires_never();
     auto writer = std::make_shared<StreamWriter>(weak_from_this(), route.mode);
-    writer_ = writer;
-    {
-      std::lock_guard<std::mutex> lock(server_->impl_->mu);
-      auto& writers = server_->impl_->writers;
-      writers.erase(std::remove_if(writers.begin(), writers.end(),
-                                   [](const std::weak_ptr<StreamWriter>& w) { return w.expired(); }),
-                    writers.end());
-      writers.push_back(writer);
-    }
-    std::string head = "HTTP/1.1 200 OK\r\nServer: " + server_->options_.server_name + "\r\n";
-    if (route.mode == StreamWriter::Mode::kSse) {
-      head += "Content-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n";
-    } else {
-      head += "Content-Type: application/octet-stream\r\n";
-    }
-    head += "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
-    QueueStreamBytes(std::move(head), false);
+    BeginStream(writer, route.mode);
     DoDetectRead();
     try {
       route.stream_handler(req, writer);
@@ -389,16 +401,42 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     }
   }
 
+  void BeginStream(const std::shared_ptr<StreamWriter>& writer, StreamWriter::Mode mode) {
+    stream_.expires_never();
+    writer_ = writer;
+    {
+      std::lock_guard<std::mutex> lock(server_->impl_->mu);
+      auto& writers = server_->impl_->writers;
+      writers.erase(std::remove_if(writers.begin(), writers.end(),
+                                   [](const std::weak_ptr<StreamWriter>& w) { return w.expired(); }),
+                    writers.end());
+      writers.push_back(writer);
+    }
+    std::string head = "HTTP/1.1 200 OK\r\nServer: " + server_->options_.server_name + "\r\n";
+    if (mode == StreamWriter::Mode::kSse) {
+      head += "Content-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n";
+    } else {
+      head += "Content-Type: application/octet-stream\r\n";
+    }
+    head += "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+    QueueStreamBytes(std::move(head), false);
+  }
+
   // While streaming, a pending read notices the client closing the connection at once.
   void DoDetectRead() {
     stream_.async_read_some(net::buffer(drain_buf_),
-                            [self = shared_from_this()](beast::error_code ec, std::size_t) {
-                              if (self->state_ != State::kStreaming) return;
+                            [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+                              if (self->state_ != State::kStreaming && self->state_ != State::kAsync) {
+                                return;
+                              }
                               if (ec) {
                                 self->Disconnect();
                                 return;
                               }
-                              self->DoDetectRead();  // ignore bytes sent during a stream
+                              // Bytes sent while a response is pending (pipelining) are not
+                              // parsed: ignore them and close after the response.
+                              if (n > 0) self->keep_alive_ = false;
+                              self->DoDetectRead();
                             });
   }
 
@@ -429,6 +467,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void Disconnect() {
     if (state_ == State::kClosed) return;
     if (auto w = writer_.lock()) w->MarkDisconnected();
+    if (auto r = responder_.lock()) r->MarkDisconnected();
     CloseSocket();
   }
 
@@ -455,12 +494,77 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   unsigned version_ = 11;
   bool keep_alive_ = true;
   std::weak_ptr<StreamWriter> writer_;
+  std::weak_ptr<Responder> responder_;
   std::deque<std::string> out_;
   bool writing_ = false;
   bool last_queued_ = false;
   std::size_t drained_ = 0;
   char drain_buf_[4096];
 };
+
+// ---- Responder ---------------------------------------------------------------------------------
+
+Responder::Responder(std::weak_ptr<HttpSession> session) : session_(std::move(session)) {}
+
+Responder::~Responder() {
+  if (responded_) return;
+  if (auto s = session_.lock()) {
+    net::post(s->executor(), [s] {
+      s->AsyncRespond(JsonErrorResponse(500, "the handler did not answer", "server_error", "internal"));
+    });
+  }
+}
+
+bool Responder::Respond(HttpResponse response) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (responded_ || disconnected_) return false;
+  responded_ = true;
+  std::shared_ptr<HttpSession> s = session_.lock();
+  if (!s) return false;
+  net::post(s->executor(), [s, r = std::move(response)]() mutable { s->AsyncRespond(std::move(r)); });
+  return true;
+}
+
+std::shared_ptr<StreamWriter> Responder::StartStream(StreamWriter::Mode mode) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (responded_ || disconnected_) return nullptr;
+  responded_ = true;
+  std::shared_ptr<HttpSession> s = session_.lock();
+  if (!s) return nullptr;
+  auto writer = std::make_shared<StreamWriter>(session_, mode);
+  // Posted before the caller can Send(): the strand runs the header write first.
+  net::post(s->executor(), [s, writer, mode] { s->AsyncStartStream(writer, mode); });
+  return writer;
+}
+
+void Responder::SetOnDisconnect(std::function<void()> callback) {
+  bool run_now = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (disconnected_) {
+      run_now = true;
+    } else {
+      on_disconnect_ = std::move(callback);
+    }
+  }
+  if (run_now && callback) callback();
+}
+
+bool Responder::IsDisconnected() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return disconnected_;
+}
+
+void Responder::MarkDisconnected() {
+  std::function<void()> cb;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (disconnected_) return;
+    disconnected_ = true;
+    cb = std::move(on_disconnect_);
+  }
+  if (cb) cb();
+}
 
 // ---- StreamWriter ------------------------------------------------------------------------------
 
@@ -572,9 +676,15 @@ void HttpServer::RoutePrefix(std::string method, std::string prefix, Handler han
   prefix_routes_[std::move(prefix)][std::move(method)] = RouteEntry{std::move(handler), nullptr, {}};
 }
 
+void HttpServer::RouteAsync(std::string method, std::string path, AsyncHandler handler) {
+  RouteEntry e;
+  e.async_handler = std::move(handler);
+  exact_routes_[std::move(path)][std::move(method)] = std::move(e);
+}
+
 void HttpServer::RouteStream(std::string method, std::string path, StreamWriter::Mode mode,
                              StreamHandler handler) {
-  exact_routes_[std::move(path)][std::move(method)] = RouteEntry{nullptr, std::move(handler), mode};
+  exact_routes_[std::move(path)][std::move(method)] = RouteEntry{nullptr, std::move(handler), nullptr, mode};
 }
 
 const HttpServer::RouteEntry* HttpServer::FindRoute(const std::string& method,

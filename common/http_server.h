@@ -100,8 +100,42 @@ class StreamWriter {
   std::function<void()> on_disconnect_;
 };
 
+// Handle given to an asynchronous handler. Thread-safe. Exactly one of Respond / StartStream takes
+// effect (later calls return false / nullptr). If the handler drops its last reference without
+// responding, the client gets a 500.
+class Responder {
+ public:
+  // Sends a complete response (keep-alive as usual). False if a response was already started or
+  // the connection is gone.
+  bool Respond(HttpResponse response);
+  // Starts a 200 streaming response (headers as for RouteStream routes) and returns its writer;
+  // nullptr if a response was already started or the connection is gone.
+  std::shared_ptr<StreamWriter> StartStream(StreamWriter::Mode mode);
+  // Called once, on an io thread, if the connection ends before the response was written (for a
+  // stream: before the writer's Close()), e.g. the client went away. Must not block. Runs at once
+  // on the caller's thread if that already happened.
+  void SetOnDisconnect(std::function<void()> callback);
+  bool IsDisconnected() const;
+
+  // Internal (used by the server).
+  explicit Responder(std::weak_ptr<HttpSession> session);
+  ~Responder();
+  void MarkDisconnected();
+
+ private:
+  mutable std::mutex mu_;
+  std::weak_ptr<HttpSession> session_;
+  bool responded_ = false;
+  bool disconnected_ = false;
+  std::function<void()> on_disconnect_;
+};
+
 using Handler = std::function<HttpResponse(const HttpRequest&)>;
 using StreamHandler = std::function<void(const HttpRequest&, std::shared_ptr<StreamWriter>)>;
+// Runs on an io thread and must return quickly; it answers later, from any thread, through the
+// Responder (a plain response or a stream). While it has not answered, the connection counts as
+// in flight for Stop(grace), and a client disconnect is reported through the Responder.
+using AsyncHandler = std::function<void(const HttpRequest&, std::shared_ptr<Responder>)>;
 
 struct HttpServerOptions {
   std::string host = "127.0.0.1";  // address to bind; "0.0.0.0" for all interfaces
@@ -130,6 +164,7 @@ class HttpServer {
   void RoutePrefix(std::string method, std::string prefix, Handler handler);
   void RouteStream(std::string method, std::string path, StreamWriter::Mode mode,
                    StreamHandler handler);
+  void RouteAsync(std::string method, std::string path, AsyncHandler handler);
 
   // Binds, listens and starts the io threads. Returns InvalidArgument for bad options,
   // Unavailable "bind <host>:<port>: <reason>" if the address cannot be bound, FailedPrecondition
@@ -155,6 +190,7 @@ class HttpServer {
   struct RouteEntry {
     Handler handler;
     StreamHandler stream_handler;
+    AsyncHandler async_handler;
     StreamWriter::Mode mode = StreamWriter::Mode::kChunked;
   };
   struct Impl;

@@ -376,5 +376,93 @@ TEST(HttpServerTest, StopForceClosesStuckStreamAfterGrace) {
   EXPECT_FALSE(writer->Send("after destruction"));  // safe after the server is gone
 }
 
+TEST(HttpServerTest, AsyncHandlerAnswersFromAnotherThreadOnAKeptAliveConnection) {
+  std::vector<std::thread> workers;
+  HttpServer server({});
+  server.RouteAsync("POST", "/later", [&](const HttpRequest& r, std::shared_ptr<Responder> resp) {
+    workers.emplace_back([resp, body = r.body] {
+      std::this_thread::sleep_for(20ms);
+      EXPECT_TRUE(resp->Respond(JsonResponse(202, "{\"echo\":\"" + body + "\"}")));
+      EXPECT_FALSE(resp->Respond(JsonResponse(200, "{}")));  // only the first answer counts
+    });
+  });
+  server.RouteAsync("POST", "/error", [](const HttpRequest&, std::shared_ptr<Responder> resp) {
+    resp->Respond(ErrorResponseFor(UnavailableError("busy"), 3));
+  });
+  server.RouteAsync("POST", "/dropped", [](const HttpRequest&, std::shared_ptr<Responder>) {});
+  ASSERT_TRUE(server.Start().ok());
+  HttpClient client;
+  for (int i = 0; i < 3; ++i) {
+    auto r = client.Post(Url(server, "/later"), "x" + std::to_string(i));
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(r->status, 202);
+    EXPECT_EQ(nlohmann::json::parse(r->body)["echo"], "x" + std::to_string(i));
+  }
+  EXPECT_EQ(client.connections_opened(), 1u);  // keep-alive survives async answers
+  auto e = client.Post(Url(server, "/error"), "");
+  ASSERT_TRUE(e.ok());
+  EXPECT_EQ(e->status, 503);
+  EXPECT_EQ(e->Header("Retry-After"), "3");
+  auto d = client.Post(Url(server, "/dropped"), "");
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->status, 500);  // a handler that drops its responder still answers
+  for (auto& t : workers) t.join();
+}
+
+TEST(HttpServerTest, AsyncHandlerCanStreamAndSeesDisconnectWhileWaiting) {
+  std::promise<void> disconnected;
+  std::shared_ptr<Responder> pending;
+  std::mutex mu;
+  HttpServer server({});
+  server.RouteAsync("GET", "/stream", [](const HttpRequest&, std::shared_ptr<Responder> resp) {
+    std::thread([resp] {
+      auto w = resp->StartStream(StreamWriter::Mode::kSse);
+      ASSERT_NE(w, nullptr);
+      EXPECT_EQ(resp->StartStream(StreamWriter::Mode::kSse), nullptr);
+      w->Send("a");
+      w->Send("b");
+      w->Close();
+    }).detach();
+  });
+  server.RouteAsync("GET", "/never", [&](const HttpRequest&, std::shared_ptr<Responder> resp) {
+    resp->SetOnDisconnect([&] { disconnected.set_value(); });
+    std::lock_guard<std::mutex> lock(mu);
+    pending = resp;  // keeps the request open until the client leaves
+  });
+  ASSERT_TRUE(server.Start().ok());
+  {
+    HttpClient client;
+    ClientRequest req;
+    req.url = Url(server, "/stream");
+    std::vector<std::string> got;
+    auto r = client.StreamSse(req, [&](const SseEvent& ev) {
+      got.push_back(ev.data);
+      return true;
+    });
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(r->status, 200);
+    EXPECT_EQ(got, (std::vector<std::string>{"a", "b"}));
+  }
+  {
+    net::io_context ioc;
+    net::ip::tcp::socket sock(ioc);
+    sock.connect({net::ip::make_address("127.0.0.1"), server.port()});
+    const std::string req = "GET /never HTTP/1.1\r\nHost: x\r\n\r\n";
+    net::write(sock, net::buffer(req));
+    for (int i = 0; i < 200; ++i) {
+      std::lock_guard<std::mutex> lock(mu);
+      if (pending) break;
+      std::this_thread::sleep_for(5ms);
+    }
+    sock.close();
+  }
+  auto fut = disconnected.get_future();
+  ASSERT_EQ(fut.wait_for(10s), std::future_status::ready);
+  std::lock_guard<std::mutex> lock(mu);
+  ASSERT_NE(pending, nullptr);
+  EXPECT_TRUE(pending->IsDisconnected());
+  EXPECT_FALSE(pending->Respond(JsonResponse(200, "{}")));
+}
+
 }  // namespace
 }  // namespace kvmesh::http
