@@ -38,6 +38,16 @@ void Engine::CompleteImport(const std::string& id, Status result) {
   Post(ImportDoneCmd{id, std::move(result)});
 }
 
+bool Engine::RunOnEngineThread(std::function<void(EngineCore&)> task) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return false;
+    queue_.push_back(TaskCmd{std::move(task)});
+  }
+  cv_.notify_one();
+  return true;
+}
+
 EngineStats Engine::Stats() const {
   std::lock_guard<std::mutex> lock(mu_);
   return stats_;
@@ -88,6 +98,8 @@ void Engine::Apply(Command& cmd) {
     core_->ReleasePinned(r->pin_id);
   } else if (auto* d = std::get_if<ImportDoneCmd>(&cmd)) {
     core_->CompleteImport(d->id, d->result);
+  } else if (auto* t = std::get_if<TaskCmd>(&cmd)) {
+    t->task(*core_);
   }
 }
 

@@ -37,6 +37,9 @@ class Engine {
   void Cancel(const std::string& id);
   void ReleasePinned(uint64_t pin_id);
   void CompleteImport(const std::string& id, Status result);
+  // Runs `task` on the engine thread between two steps (e.g. to snapshot the block pool). Returns
+  // false (and never runs it) once Stop() has begun; otherwise it runs exactly once.
+  bool RunOnEngineThread(std::function<void(EngineCore&)> task);
 
   // Snapshot, refreshed by the engine thread after every step.
   EngineStats Stats() const;
@@ -61,7 +64,8 @@ class Engine {
     std::string id;
     Status result;
   };
-  using Command = std::variant<SubmitCmd, CancelCmd, ReleaseCmd, ImportDoneCmd>;
+  struct TaskCmd { std::function<void(EngineCore&)> task; };
+  using Command = std::variant<SubmitCmd, CancelCmd, ReleaseCmd, ImportDoneCmd, TaskCmd>;
 
   void Post(Command cmd);
   void Loop();

@@ -119,5 +119,22 @@ TEST(EngineTest, StopCancelsLiveRequests) {
   EXPECT_EQ(engine->Submit(Req("late", 8, 4), after.Callback()).code(), StatusCode::kUnavailable);
 }
 
+TEST(EngineTest, RunOnEngineThreadRunsOnceUntilStop) {
+  TempDir dir;
+  WriteTestModel(TestModelSpec{}, dir.path());
+  auto engine = MakeEngine(dir.path());
+  std::promise<std::pair<std::thread::id, uint32_t>> seen;
+  ASSERT_TRUE(engine->RunOnEngineThread([&](EngineCore& core) {
+    seen.set_value({std::this_thread::get_id(), core.block_pool().num_blocks_total()});
+  }));
+  auto [tid, blocks] = seen.get_future().get();
+  EXPECT_NE(tid, std::this_thread::get_id());
+  EXPECT_EQ(blocks, engine->Stats().kv_blocks_total);
+  engine->Stop();
+  bool ran = false;
+  EXPECT_FALSE(engine->RunOnEngineThread([&](EngineCore&) { ran = true; }));
+  EXPECT_FALSE(ran);
+}
+
 }  // namespace
 }  // namespace kvmesh::engine
