@@ -114,7 +114,13 @@ Status Agent::Init() {
   to.debug_pull_delay = config_.transfer.debug_pull_delay;
   transfers_ = std::make_unique<TransferService>(std::move(transport), to, &metrics_);
 
-  const engine::EngineOptions opts = config_.ToEngineOptions();
+  engine::EngineOptions opts = config_.ToEngineOptions();
+  // The transport allocates the KV cache: on shared memory a peer then maps it and copies
+  // directly instead of one cross-memory-attach syscall per read (docs/kv-transfer.md).
+  TransferService* ts = transfers_.get();
+  opts.kv_cache_allocator = [ts](const kernels::KvCacheLayout& l) -> StatusOr<float*> {
+    return ts->AllocateRegion(static_cast<uint64_t>(l.block_bytes()), static_cast<uint32_t>(l.num_blocks));
+  };
   std::shared_ptr<const engine::ModelWeights> shared_weights(std::move(weights));
   KVMESH_ASSIGN_OR_RETURN(auto core, engine::EngineCore::Create(opts, shared_weights, engine::RefKernelOps(),
                                                                tokenizer_, events_->sink(), transfers_.get()));

@@ -98,11 +98,12 @@ class Agent {
   AgentMetrics metrics_;
   std::mutex metrics_mu_;  // serializes AgentMetrics::Refresh
 
-  // Destroyed in reverse order: http first (no new requests), then transfers (no more writes into
-  // the KV cache), then the engine (owns the KV cache), then events.
+  // Destroyed in reverse order: http first (no new requests), leases, the engine, then the
+  // transfer service (its transport allocated the KV cache), then events. Shutdown() stops the
+  // threads earlier, transfers before the engine.
   std::unique_ptr<KvEventService> events_;
+  std::unique_ptr<TransferService> transfers_;  // owns the KV cache memory: outlives the engine
   std::unique_ptr<engine::Engine> engine_;
-  std::unique_ptr<TransferService> transfers_;
   std::unique_ptr<LeaseManager> leases_;
   std::unique_ptr<http::HttpServer> http_;
 

@@ -27,10 +27,17 @@ TransferService::TransferService(std::unique_ptr<transfer::KvTransport> transpor
                                  TransferServiceOptions options, AgentMetrics* metrics)
     : options_(std::move(options)), transport_(std::move(transport)), metrics_(metrics) {}
 
+StatusOr<float*> TransferService::AllocateRegion(uint64_t block_bytes, uint32_t num_blocks) {
+  if (region_allocated_ || thread_.joinable()) return FailedPreconditionError("KV region already set up");
+  KVMESH_ASSIGN_OR_RETURN(void* mem, transport_->AllocateLocal(block_bytes, num_blocks));
+  region_allocated_ = true;
+  return static_cast<float*>(mem);
+}
+
 Status TransferService::Start(engine::Engine* engine, void* base, uint64_t block_bytes,
                               uint32_t num_blocks) {
   if (thread_.joinable()) return FailedPreconditionError("transfer service already started");
-  KVMESH_RETURN_IF_ERROR(transport_->RegisterLocal(base, block_bytes, num_blocks));
+  if (!region_allocated_) KVMESH_RETURN_IF_ERROR(transport_->RegisterLocal(base, block_bytes, num_blocks));
   KVMESH_ASSIGN_OR_RETURN(local_region_, transport_->DescribeLocal());
   engine_ = engine;
   thread_ = std::thread([this] { Loop(); });

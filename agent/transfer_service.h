@@ -55,7 +55,12 @@ class TransferService final : public engine::KvImporter {
                   AgentMetrics* metrics);
   ~TransferService() override;  // Stop()
 
-  // Registers the engine's KV cache (block i at base + i * block_bytes) with the transport and
+  // Lets the transport allocate the KV cache region (before Start; the engine's
+  // kv_cache_allocator): memory its peers read fastest, owned by the transport, so the service
+  // must outlive the engine. Errors: the transport's.
+  StatusOr<float*> AllocateRegion(uint64_t block_bytes, uint32_t num_blocks);
+
+  // Registers the engine's KV cache (unless AllocateRegion made it) (block i at base + i * block_bytes) with the transport and
   // starts the transfer thread; `engine` receives CompleteImport calls. Once. Errors: the
   // transport's.
   Status Start(engine::Engine* engine, void* base, uint64_t block_bytes, uint32_t num_blocks);
@@ -120,6 +125,7 @@ class TransferService final : public engine::KvImporter {
   AgentMetrics* const metrics_;
   engine::Engine* engine_ = nullptr;
   transfer::RegionDescriptor local_region_;
+  bool region_allocated_ = false;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

@@ -7,6 +7,7 @@
 #   env: SIZES_MIB="1 16 64"  BLOCK_KIB=256  TRANSPORTS="tcp posix,sysv,cma,self"
 #        ITERS=N (default: ~1 GiB per size, >= 5)  PERFTEST_TEST=ucp_get (or ucp_put_bw, ...)
 #        WINDOW=1: transfers in flight in our bench = ucx_perftest -O (max outstanding operations)
+#        ALLOC=transport (default, as kvmesh-agent) | user (malloc'ed region + RegisterLocal)
 set -euo pipefail
 
 BUILD_DIR=${1:-build}
@@ -18,6 +19,7 @@ BLOCK_KIB=${BLOCK_KIB:-256}
 TRANSPORTS=${TRANSPORTS:-"tcp posix,sysv,cma,self"}
 PERFTEST_TEST=${PERFTEST_TEST:-ucp_get}
 WINDOW=${WINDOW:-1}
+ALLOC=${ALLOC:-transport}  # transport: regions from KvTransport::AllocateLocal, as the agent; user: malloc + RegisterLocal
 PY=${KVMESH_PYTHON3:-/usr/bin/python3}
 
 [[ -x "$BENCH" ]] || { echo "missing $BENCH (ninja -C $BUILD_DIR kvmesh_transfer_transfer_bench)" >&2; exit 1; }
@@ -77,14 +79,14 @@ for tls in $TRANSPORTS; do
     devflag=()
     [[ "$tls" == tcp ]] && devflag=(--net_devices=lo)
     ours=$("$BENCH" --tls="$tls" "${devflag[@]}" --sizes_mib="$mib" --block_kib="$BLOCK_KIB" \
-             --iters="$iters" --window="$WINDOW" 2>"$TMP/bench.err" | tail -1) || { cat "$TMP/bench.err" >&2; exit 1; }
+             --iters="$iters" --window="$WINDOW" --alloc="$ALLOC" 2>"$TMP/bench.err" | tail -1) || { cat "$TMP/bench.err" >&2; exit 1; }
     theirs=$(perftest_mib_s "$tls" "$bytes" "$iters")
     [[ -n "$theirs" ]] || { echo "ucx_perftest failed for $tls $mib MiB:" >&2; cat "$TMP/client.err" >&2; exit 1; }
     echo "{\"tls\":\"$tls\",\"size_mib\":$mib,\"iters\":$iters,\"kvmesh\":$ours,\"perftest_mib_s\":$theirs}" >>"$LINES"
   done
 done
 
-"$PY" - "$LINES" "$PERFTEST_TEST" "$WINDOW" <<'PYEOF'
+"$PY" - "$LINES" "$PERFTEST_TEST" "$WINDOW" "$ALLOC" <<'PYEOF'
 import json, sys
 rows = []
 for line in open(sys.argv[1]):
@@ -97,5 +99,5 @@ for line in open(sys.argv[1]):
                  "ratio": round(ours / theirs, 3) if theirs > 0 else None,
                  "verified": r["kvmesh"]["verified"]})
 print(json.dumps({"benchmark": "kv_transfer_read", "perftest_test": sys.argv[2],
-                  "window": int(sys.argv[3]), "results": rows}, indent=1))
+                  "window": int(sys.argv[3]), "alloc": sys.argv[4], "results": rows}, indent=1))
 PYEOF

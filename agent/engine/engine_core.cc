@@ -62,7 +62,13 @@ StatusOr<std::unique_ptr<EngineCore>> EngineCore::Create(
     return ResourceExhaustedError("engine: the KV cache holds fewer than 2 blocks; raise kv_cache_bytes");
   }
   core->layout_ = core->model_->CacheLayout(num_blocks, options.block_size);
-  core->kv_cache_.assign(static_cast<size_t>(core->layout_.total_elems()), 0.0f);
+  if (options.kv_cache_allocator) {
+    KVMESH_ASSIGN_OR_RETURN(core->kv_cache_, options.kv_cache_allocator(core->layout_));
+    if (core->kv_cache_ == nullptr) return InternalError("engine: the KV cache allocator returned null");
+  } else {
+    core->owned_kv_cache_.assign(static_cast<size_t>(core->layout_.total_elems()), 0.0f);
+    core->kv_cache_ = core->owned_kv_cache_.data();
+  }
   kv::BlockPoolOptions po;
   po.num_blocks = static_cast<uint32_t>(num_blocks);
   po.block_size = static_cast<uint32_t>(options.block_size);
@@ -469,7 +475,7 @@ std::vector<RequestOutput> EngineCore::Step() {
     }
   }
 
-  StatusOr<std::span<const float>> logits = model_->Forward(batch_, kv_cache_.data(), layout_);
+  StatusOr<std::span<const float>> logits = model_->Forward(batch_, kv_cache_, layout_);
   if (!logits.ok()) {
     // A batch the model rejects is an engine bug; fail the requests rather than the process.
     KVMESH_BUG("engine", "forward pass rejected a batch: " + logits.status().message());

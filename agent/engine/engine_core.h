@@ -53,6 +53,10 @@ struct EngineOptions {
   int32_t max_model_len = 0;             // 0: the model's max_position_embeddings
   bool enable_prefix_caching = true;
   kv::Medium medium = kv::Medium::kG1;
+  // Where the KV cache lives. Unset: the engine allocates it. Set: called once by Create with the
+  // final layout; returns memory for layout.total_elems() floats, zeroed, that outlives the core
+  // (the agent lets its KV transport allocate it, so peers can read it fastest).
+  std::function<StatusOr<float*>(const kernels::KvCacheLayout& layout)> kv_cache_allocator;
 
   Status Validate() const;
 };
@@ -128,7 +132,7 @@ class EngineCore {
   const EngineOptions& options() const { return options_; }
   const Model& model() const { return *model_; }
   const kernels::KvCacheLayout& cache_layout() const { return layout_; }
-  float* kv_cache_data() { return kv_cache_.data(); }
+  float* kv_cache_data() { return kv_cache_; }
   const kv::BlockPool& block_pool() const { return *pool_; }
   int32_t max_model_len() const { return max_model_len_; }
 
@@ -179,7 +183,8 @@ class EngineCore {
   std::shared_ptr<const tokenizer::Tokenizer> tokenizer_;
   KvImporter* importer_;
   kernels::KvCacheLayout layout_;
-  std::vector<float> kv_cache_;
+  float* kv_cache_ = nullptr;           // owned_kv_cache_.data() or the allocator's memory
+  std::vector<float> owned_kv_cache_;
   std::unique_ptr<kv::BlockPool> pool_;
   int32_t max_model_len_ = 0;
   std::vector<int32_t> eos_ids_;

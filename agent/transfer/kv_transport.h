@@ -86,6 +86,18 @@ class KvTransport {
   // FailedPrecondition when already registered; Unavailable when the transport refuses.
   virtual Status RegisterLocal(void* base, uint64_t block_bytes, uint32_t num_blocks) = 0;
 
+  // Instead of RegisterLocal: allocates the block region inside the transport, zeroed, and
+  // registers it. UCX allocates it where its peers reach it fastest (a shared-memory segment that
+  // a peer on the same host maps and copies from directly, instead of a cross-memory-attach
+  // syscall per read). The memory is owned by the transport and valid until it is destroyed.
+  // Unimplemented when the transport cannot allocate (then use RegisterLocal); otherwise the
+  // errors of RegisterLocal, or ResourceExhausted when the memory cannot be had.
+  virtual StatusOr<void*> AllocateLocal(uint64_t block_bytes, uint32_t num_blocks) {
+    (void)block_bytes;
+    (void)num_blocks;
+    return UnimplementedError(name() + " transport cannot allocate its region");
+  }
+
   // The descriptor a peer passes to Connect(). FailedPrecondition before RegisterLocal.
   virtual StatusOr<RegionDescriptor> DescribeLocal() const = 0;
 

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <optional>
 #include <sstream>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,7 @@ struct Flags {
   int iters = 0;  // 0 = per size: enough for ~1 GiB, at least 5
   int target_poll_ms = 0;
   int window = 1;  // transfers in flight at once
+  bool alloc_transport = true;  // regions from KvTransport::AllocateLocal (as the agent does)
 };
 
 std::optional<Flags> ParseFlags(int argc, char** argv) {
@@ -61,6 +63,9 @@ std::optional<Flags> ParseFlags(int argc, char** argv) {
       f.iters = std::stoi(*v5);
     } else if (auto v6 = val("target_poll_ms")) {
       f.target_poll_ms = std::stoi(*v6);
+    } else if (auto v8 = val("alloc")) {
+      if (*v8 != "transport" && *v8 != "user") return std::nullopt;
+      f.alloc_transport = *v8 == "transport";
     } else if (auto v7 = val("window")) {
       f.window = std::max(1, std::stoi(*v7));
     } else {
@@ -79,11 +84,19 @@ std::optional<Flags> ParseFlags(int argc, char** argv) {
     _exit(2);
   }
   const uint64_t block_bytes = f.block_kib << 10;
-  std::vector<uint8_t> mem(region_bytes);
-  for (size_t i = 0; i < mem.size(); ++i) mem[i] = static_cast<uint8_t>(i * 131 + (i >> 12));
-  Status s = (*t)->RegisterLocal(mem.data(), block_bytes,
-                                 static_cast<uint32_t>(region_bytes / block_bytes));
-  if (!s.ok()) _exit(3);
+  std::vector<uint8_t> user;
+  uint8_t* mem = nullptr;
+  const auto num_blocks = static_cast<uint32_t>(region_bytes / block_bytes);
+  if (f.alloc_transport) {
+    auto m = (*t)->AllocateLocal(block_bytes, num_blocks);
+    if (!m.ok()) _exit(3);
+    mem = static_cast<uint8_t*>(*m);
+  } else {
+    user.resize(region_bytes);
+    mem = user.data();
+    if (!(*t)->RegisterLocal(mem, block_bytes, num_blocks).ok()) _exit(3);
+  }
+  for (size_t i = 0; i < region_bytes; ++i) mem[i] = static_cast<uint8_t>(i * 131 + (i >> 12));
   std::string line = RegionDescriptorToJson(*(*t)->DescribeLocal()).dump() + "\n";
   if (write(out_fd, line.data(), line.size()) != static_cast<ssize_t>(line.size())) _exit(4);
   close(out_fd);
@@ -132,12 +145,26 @@ int Main(int argc, char** argv) {
       rc = 1;
       return;
     }
-    std::vector<uint8_t> mem(region_bytes, 0);
+    std::vector<uint8_t> user;
+    uint8_t* mem_ptr = nullptr;
     const uint32_t num_blocks = static_cast<uint32_t>(region_bytes / block_bytes);
-    if (!(*t)->RegisterLocal(mem.data(), block_bytes, num_blocks).ok()) {
-      rc = 1;
-      return;
+    if (f.alloc_transport) {
+      auto m = (*t)->AllocateLocal(block_bytes, num_blocks);
+      if (!m.ok()) {
+        std::fprintf(stderr, "%s\n", m.status().ToString().c_str());
+        rc = 1;
+        return;
+      }
+      mem_ptr = static_cast<uint8_t*>(*m);
+    } else {
+      user.assign(region_bytes, 0);
+      mem_ptr = user.data();
+      if (!(*t)->RegisterLocal(mem_ptr, block_bytes, num_blocks).ok()) {
+        rc = 1;
+        return;
+      }
     }
+    std::span<uint8_t> mem(mem_ptr, region_bytes);
     auto peer = (*t)->Connect(*desc);
     if (!peer.ok()) {
       std::fprintf(stderr, "%s\n", peer.status().ToString().c_str());

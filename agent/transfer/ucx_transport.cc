@@ -65,6 +65,7 @@ class UcxTransport final : public KvTransport {
 
   std::string name() const override { return "ucx"; }
   Status RegisterLocal(void* base, uint64_t block_bytes, uint32_t num_blocks) override;
+  StatusOr<void*> AllocateLocal(uint64_t block_bytes, uint32_t num_blocks) override;
   StatusOr<RegionDescriptor> DescribeLocal() const override;
   StatusOr<PeerId> Connect(const RegionDescriptor& remote) override;
   void Disconnect(PeerId peer) override;
@@ -118,6 +119,7 @@ class UcxTransport final : public KvTransport {
   // callbacks of its transfers with `result`. Removes the peer.
   void ClosePeer(PeerId peer, const Status& result);
   int ProgressWorker();
+  Status MapLocal(void* base, uint64_t block_bytes, uint32_t num_blocks);  // base null: UCX allocates
 
   ucp_context_h context_ = nullptr;
   ucp_worker_h worker_ = nullptr;
@@ -227,14 +229,45 @@ UcxTransport::~UcxTransport() {
 }
 
 Status UcxTransport::RegisterLocal(void* base, uint64_t block_bytes, uint32_t num_blocks) {
+  return MapLocal(base, block_bytes, num_blocks);
+}
+
+StatusOr<void*> UcxTransport::AllocateLocal(uint64_t block_bytes, uint32_t num_blocks) {
   if (memh_ != nullptr) return FailedPreconditionError("local region already registered");
-  KVMESH_RETURN_IF_ERROR(CheckLocalRegion(base, block_bytes, num_blocks));
+  // Geometry checks with a stand-in address (the real one is not known yet).
+  KVMESH_RETURN_IF_ERROR(CheckLocalRegion(reinterpret_cast<void*>(uintptr_t{4096}), block_bytes, num_blocks));
+  KVMESH_RETURN_IF_ERROR(MapLocal(nullptr, block_bytes, num_blocks));
+  std::memset(base_, 0, block_bytes * num_blocks);
+  return static_cast<void*>(base_);
+}
+
+Status UcxTransport::MapLocal(void* base, uint64_t block_bytes, uint32_t num_blocks) {
+  if (memh_ != nullptr) return FailedPreconditionError("local region already registered");
   ucp_mem_map_params_t mp{};
-  mp.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
-  mp.address = base;
+  mp.field_mask = UCP_MEM_MAP_PARAM_FIELD_LENGTH;
   mp.length = block_bytes * num_blocks;
+  if (base != nullptr) {
+    KVMESH_RETURN_IF_ERROR(CheckLocalRegion(base, block_bytes, num_blocks));
+    mp.field_mask |= UCP_MEM_MAP_PARAM_FIELD_ADDRESS;
+    mp.address = base;
+  } else {
+    // UCX allocates (UCX_MEM_ALLOC_METHOD: by default an md's shared-memory segment first).
+    mp.field_mask |= UCP_MEM_MAP_PARAM_FIELD_FLAGS;
+    mp.flags = UCP_MEM_MAP_ALLOCATE;
+  }
   ucp_mem_h memh = nullptr;
   KVMESH_UCX_CHECK(ucp_mem_map(context_, &mp, &memh));
+  if (base == nullptr) {
+    ucp_mem_attr_t attr{};
+    attr.field_mask = UCP_MEM_ATTR_FIELD_ADDRESS | UCP_MEM_ATTR_FIELD_LENGTH;
+    ucs_status_t qs = ucp_mem_query(memh, &attr);
+    if (qs != UCS_OK || attr.address == nullptr || attr.length < mp.length) {
+      ucp_mem_unmap(context_, memh);
+      return qs != UCS_OK ? UcxError("ucp_mem_query", qs, __FILE__, __LINE__)
+                          : ResourceExhaustedError("ucp_mem_map(ALLOCATE) returned a short region");
+    }
+    base = attr.address;
+  }
   void* rkey_buf = nullptr;
   size_t rkey_len = 0;
   ucs_status_t s = ucp_rkey_pack(context_, memh, &rkey_buf, &rkey_len);

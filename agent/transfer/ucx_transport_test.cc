@@ -283,6 +283,39 @@ TEST_P(UcxPairTest, ReadNeedsTargetProgressOnlyOverTcp) {
 INSTANTIATE_TEST_SUITE_P(Transports, UcxPairTest, ::testing::Values("tcp", "posix,sysv,cma,self"),
                          [](const auto& info) { return info.param == "tcp" ? "tcp" : "shm"; });
 
+TEST_P(UcxPairTest, AllocatedRegionsMoveBytesAndStartZeroed) {
+  auto t = CreateUcxTransport(Options(GetParam()));
+  auto i = CreateUcxTransport(Options(GetParam()));
+  ASSERT_TRUE(t.ok() && i.ok());
+  auto tm = (*t)->AllocateLocal(kBlockBytes, kBlocks);
+  ASSERT_TRUE(tm.ok()) << tm.status().ToString();
+  auto im = (*i)->AllocateLocal(kBlockBytes, kBlocks);
+  ASSERT_TRUE(im.ok()) << im.status().ToString();
+  EXPECT_EQ((*i)->AllocateLocal(kBlockBytes, kBlocks).status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*i)->RegisterLocal(*im, kBlockBytes, kBlocks).code(), StatusCode::kFailedPrecondition);
+  auto* src = static_cast<uint8_t*>(*tm);
+  auto* dst = static_cast<uint8_t*>(*im);
+  for (uint64_t k = 0; k < kBlockBytes * kBlocks; ++k) ASSERT_EQ(dst[k], 0) << "not zeroed at " << k;
+  for (uint64_t k = 0; k < kBlockBytes * kBlocks; ++k) src[k] = static_cast<uint8_t>(k * 7 + (k >> 12));
+  auto d = (*t)->DescribeLocal();
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->base, reinterpret_cast<uintptr_t>(src));
+  auto peer = (*i)->Connect(*d);
+  ASSERT_TRUE(peer.ok()) << peer.status().ToString();
+  std::vector<BlockCopy> copies = {{5, 1}, {6, 2}, {60, 9}};
+  int calls = 0;
+  Status result;
+  ASSERT_TRUE((*i)->PostRead(*peer, copies, [&](TransferId, const Status& st) {
+    ++calls;
+    result = st;
+  }).ok());
+  ASSERT_TRUE(Pump(**i, **t, [&] { return calls > 0; }));
+  ASSERT_TRUE(result.ok()) << result.ToString();
+  for (const BlockCopy& c : copies) {
+    EXPECT_EQ(std::memcmp(dst + c.local_block * kBlockBytes, src + c.remote_block * kBlockBytes, kBlockBytes), 0);
+  }
+}
+
 TEST(UcxTransportTest, RegisterLocalValidates) {
   auto t = CreateUcxTransport(Options("tcp"));
   ASSERT_TRUE(t.ok()) << t.status().ToString();
