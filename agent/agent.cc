@@ -329,6 +329,15 @@ http::HttpResponse Agent::HandleLeaseRelease(const http::HttpRequest& req) {
   Status st = leases_->Release(*id);
   if (!st.ok()) return http::ErrorResponseFor(st);
   metrics_.leases_released->Inc();
+  // What the decode agent says it read from us (one-sided reads are invisible here); metrics only.
+  nlohmann::json body = nlohmann::json::parse(req.body, nullptr, false);
+  if (auto b = body.find("bytes_read"); b != body.end() && b->is_number_unsigned()) {
+    std::string transport = "ucx";
+    if (auto t = body.find("transport"); t != body.end() && t->is_string() && t->get<std::string>() == "loopback") {
+      transport = "loopback";
+    }
+    metrics_.transfer_bytes->WithLabels({transport, "out"}).Inc(static_cast<double>(b->get<uint64_t>()));
+  }
   return http::JsonResponse(200, R"({"released":true})");
 }
 

@@ -139,12 +139,13 @@ StatusOr<transfer::PeerId> TransferService::PeerFor(const transfer::TransferHand
   return peer;
 }
 
-void TransferService::ReleaseLease(const transfer::TransferHandle& h) {
+void TransferService::ReleaseLease(const transfer::TransferHandle& h, uint64_t bytes_read) {
   http::HttpClientOptions copts;
   copts.connect_timeout = std::chrono::milliseconds(1000);
   copts.read_timeout = std::chrono::milliseconds(1000);
   http::HttpClient client(copts);
-  nlohmann::json body = {{"lease_id", h.lease_id}, {"agent_id", h.agent_id}};
+  nlohmann::json body = {{"lease_id", h.lease_id}, {"agent_id", h.agent_id}, {"bytes_read", bytes_read},
+                         {"transport", transport_->name()}};
   auto resp = client.Post(h.peer_url + "/v1/kv/leases/release", body.dump());
   if (!resp.ok() || resp->status != 200) {
     KVMESH_LOG_DEBUG("transfer", "lease release not acknowledged (the lease expires by itself)",
@@ -269,7 +270,7 @@ void TransferService::Finish(Active& a) {
       metrics_->transfer_bytes->WithLabels({transport_->name(), "in"}).Inc(static_cast<double>(a.bytes));
       metrics_->transfer_seconds->WithLabels({transport_->name(), "in"}).Observe(seconds);
     }
-    ReleaseLease(a.handle);
+    ReleaseLease(a.handle, a.bytes);
     if (engine_ != nullptr) engine_->CompleteImport(a.request_id, Status::Ok());
     std::lock_guard<std::mutex> lock(mu_);
     if (pending_ > 0) --pending_;

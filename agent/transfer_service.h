@@ -117,7 +117,8 @@ class TransferService final : public engine::KvImporter {
   void Finish(Active& a);
   StatusOr<transfer::PeerId> PeerFor(const transfer::TransferHandle& h);
   void DropPeer(const std::string& peer_url);
-  void ReleaseLease(const transfer::TransferHandle& h);
+  // `bytes_read` (what this pull moved) is reported so the prefill agent can count its "out" bytes.
+  void ReleaseLease(const transfer::TransferHandle& h, uint64_t bytes_read = 0);
   void Fail(const std::string& id, const char* reason, Status status);
 
   TransferServiceOptions options_;  // local_layout set before Start(), then immutable
