@@ -98,7 +98,7 @@ fi
 # 3. Build only the CUDA targets and what they depend on.
 targets=(kvmesh_kernels_cuda kvmesh_kernels_gpu_bench)
 while read -r t; do targets+=("$t"); done < <(ninja -C "$build" -t targets all 2>/dev/null |
-  sed -n 's/^\(kvmesh_kernels_[a-z_]*_cuda_test\): .*/\1/p' | sort -u)
+  sed -n 's/^\(kvmesh_\(kernels\|transfer\)_[a-z_]*_cuda_test\): .*/\1/p' | sort -u)
 step build 330 "$out/build.log" ninja -C "$build" -j "$jobs" "${targets[@]}"
 build_rc=$?
 
