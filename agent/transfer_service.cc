@@ -251,7 +251,9 @@ void TransferService::Post(Parked p) {
   auto tid = transport_->PostRead(p.peer, p.copies, [raw](transfer::TransferId, const Status& st) {
     raw->done = true;
     raw->result = st;
+    raw->completed_at = Clock::now();
   });
+  a->posted_at = Clock::now();
   a->handle = std::move(p.handle);
   if (!tid.ok()) {
     const bool bad_handle = tid.status().code() == StatusCode::kInvalidArgument;
@@ -265,6 +267,10 @@ void TransferService::Post(Parked p) {
 
 void TransferService::Finish(Active& a) {
   const double seconds = std::chrono::duration<double>(Clock::now() - a.start).count();
+  KVMESH_LOG_DEBUG("transfer", "KV pull finished", {"request", a.request_id}, {"bytes", static_cast<int64_t>(a.bytes)},
+                   {"seconds", seconds}, {"ok", a.result.ok()},
+                   {"post_ms", std::chrono::duration<double, std::milli>(a.posted_at - a.start).count()},
+                   {"complete_ms", std::chrono::duration<double, std::milli>(a.completed_at - a.start).count()});
   if (a.result.ok()) {
     if (metrics_ != nullptr) {
       metrics_->transfer_bytes->WithLabels({transport_->name(), "in"}).Inc(static_cast<double>(a.bytes));
@@ -287,9 +293,11 @@ void TransferService::Loop() {
     std::vector<Job> ready;
     bool stopping = false;
     // Progress even with nothing of ours in flight: a peer may be reading from us over a
-    // software-RMA transport. With our own reads in flight, poll more often.
+    // software-RMA transport.
     const Clock::time_point polled = Clock::now();
-    const int completed = transport_->Progress(active_.empty() ? 5 : 1);
+    // Busy-poll while pulls are in flight: shared-memory completions do not wake the worker's
+    // event fd, and a pull is short.
+    const int completed = transport_->Progress(active_.empty() ? 5 : 0);
     {
       std::unique_lock<std::mutex> lock(mu_);
       if (active_.empty() && parked_.empty() && completed == 0 && !stopping_ &&

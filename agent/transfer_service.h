@@ -104,6 +104,8 @@ class TransferService final : public engine::KvImporter {
     std::chrono::steady_clock::time_point deadline;
     bool done = false;
     Status result;
+    std::chrono::steady_clock::time_point posted_at;     // PostRead returned
+    std::chrono::steady_clock::time_point completed_at;  // the transport's callback ran
   };
   struct PeerEntry {
     std::string agent_id;
