@@ -101,6 +101,14 @@ try:
     wait_until(lambda: P.metric("kvmesh_agent_kv_leases_released_total") == 51, 10, "all leases released")
     for agent in (A, P, D):
         wait_until(lambda: agent.blocks_used() == 0, 10, f"{agent.name} holds no blocks")
+    # The exposition of every role passes promtool's parser and linter (after real traffic).
+    import shutil
+    import subprocess
+    promtool = shutil.which("promtool") or "/usr/bin/promtool"
+    for agent in (A, P, D):
+        _, text = agent.get("/metrics")
+        r = subprocess.run([promtool, "check", "metrics"], input=text.encode(), capture_output=True)
+        assert r.returncode == 0, (agent.name, r.stdout.decode(), r.stderr.decode())
     print(f"agent_disagg_check[{sys.argv[1]}]: 51 disaggregated requests identical to aggregated; "
           f"decode pulled {D.metric('kvmesh_agent_kv_transfer_bytes_total'):.0f} bytes")
     for agent in agents:
