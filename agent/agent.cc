@@ -312,7 +312,7 @@ http::HttpResponse Agent::HandleTransferInfo(const http::HttpRequest&) {
   return http::JsonResponse(200, transfer::TransferInfoToJson(*info).dump());
 }
 
-StatusOr<uint64_t> Agent::ParseLeaseRequest(const http::HttpRequest& req) const {
+StatusOr<Agent::LeaseRequest> Agent::ParseLeaseRequest(const http::HttpRequest& req) const {
   nlohmann::json j = nlohmann::json::parse(req.body, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return InvalidArgumentError("body must be a JSON object");
   auto it = j.find("lease_id");
@@ -320,17 +320,17 @@ StatusOr<uint64_t> Agent::ParseLeaseRequest(const http::HttpRequest& req) const 
   if (auto a = j.find("agent_id"); a != j.end() && (!a->is_string() || a->get<std::string>() != agent_id_)) {
     return NotFoundError("lease belongs to another agent instance (this one is '" + agent_id_ + "')");
   }
-  return it->get<uint64_t>();
+  return LeaseRequest{it->get<uint64_t>(), std::move(j)};
 }
 
 http::HttpResponse Agent::HandleLeaseRelease(const http::HttpRequest& req) {
-  auto id = ParseLeaseRequest(req);
-  if (!id.ok()) return http::ErrorResponseFor(id.status());
-  Status st = leases_->Release(*id);
+  auto lr = ParseLeaseRequest(req);
+  if (!lr.ok()) return http::ErrorResponseFor(lr.status());
+  const nlohmann::json& body = lr->body;
+  Status st = leases_->Release(lr->lease_id);
   if (!st.ok()) return http::ErrorResponseFor(st);
   metrics_.leases_released->Inc();
   // What the decode agent says it read from us (one-sided reads are invisible here); metrics only.
-  nlohmann::json body = nlohmann::json::parse(req.body, nullptr, false);
   if (auto b = body.find("bytes_read"); b != body.end() && b->is_number_unsigned()) {
     std::string transport = "ucx";
     if (auto t = body.find("transport"); t != body.end() && t->is_string() && t->get<std::string>() == "loopback") {
@@ -342,9 +342,10 @@ http::HttpResponse Agent::HandleLeaseRelease(const http::HttpRequest& req) {
 }
 
 http::HttpResponse Agent::HandleLeaseClaim(const http::HttpRequest& req) {
-  auto id = ParseLeaseRequest(req);
-  if (!id.ok()) return http::ErrorResponseFor(id.status());
-  nlohmann::json body = nlohmann::json::parse(req.body, nullptr, false);
+  auto lr = ParseLeaseRequest(req);
+  if (!lr.ok()) return http::ErrorResponseFor(lr.status());
+  const nlohmann::json& body = lr->body;
+  const uint64_t lease_id = lr->lease_id;
   int64_t hold_ms = config_.transfer.timeout.count() + 1000;
   if (auto h = body.find("hold_ms"); h != body.end()) {
     if (!h->is_number_unsigned() || h->get<uint64_t>() > 600000) {
@@ -352,12 +353,12 @@ http::HttpResponse Agent::HandleLeaseClaim(const http::HttpRequest& req) {
     }
     hold_ms = h->get<int64_t>();
   }
-  auto lease = leases_->Extend(*id, std::chrono::milliseconds(hold_ms));
+  auto lease = leases_->Extend(lease_id, std::chrono::milliseconds(hold_ms));
   if (!lease.ok()) return http::ErrorResponseFor(lease.status());
   std::lock_guard<std::mutex> lock(pins_mu_);
   auto it = pins_.find(lease->pin_id);
   if (it == pins_.end()) return http::ErrorResponseFor(NotFoundError("lease has no blocks"));
-  nlohmann::json j = {{"lease_id", *id},
+  nlohmann::json j = {{"lease_id", lease_id},
                       {"block_ids", it->second.blocks},
                       {"num_tokens", it->second.num_tokens},
                       {"block_size", config_.engine.block_size},

@@ -29,6 +29,8 @@
 #include <thread>
 #include <unordered_map>
 
+#include <nlohmann/json.hpp>
+
 #include "agent/agent_config.h"
 #include "agent/agent_metrics.h"
 #include "agent/engine/engine.h"
@@ -72,8 +74,13 @@ class Agent {
   http::HttpResponse HandleTransferInfo(const http::HttpRequest& req);
   http::HttpResponse HandleLeaseRelease(const http::HttpRequest& req);
   http::HttpResponse HandleLeaseClaim(const http::HttpRequest& req);
-  // Parses {"lease_id": u64, "agent_id": "..."}; NotFound when agent_id names another instance.
-  StatusOr<uint64_t> ParseLeaseRequest(const http::HttpRequest& req) const;
+  // Parses {"lease_id": u64, "agent_id": "...", ...}: the lease id and the whole body (for the
+  // handler's other fields). NotFound when agent_id names another instance.
+  struct LeaseRequest {
+    uint64_t lease_id = 0;
+    nlohmann::json body;
+  };
+  StatusOr<LeaseRequest> ParseLeaseRequest(const http::HttpRequest& req) const;
   http::HttpResponse HandleInventory(const http::HttpRequest& req);
   http::HttpResponse HandleMetrics(const http::HttpRequest& req);
   http::HttpResponse HandleModels(const http::HttpRequest& req);
