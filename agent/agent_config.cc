@@ -74,6 +74,7 @@ engine::EngineOptions AgentConfig::ToEngineOptions() const {
   o.max_num_batched_tokens = static_cast<int32_t>(engine.max_num_batched_tokens);
   o.max_model_len = static_cast<int32_t>(engine.max_model_len);
   o.enable_prefix_caching = engine.enable_prefix_caching;
+  o.debug_step_delay = std::chrono::duration_cast<std::chrono::microseconds>(engine.debug_step_delay);
   return o;
 }
 

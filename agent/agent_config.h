@@ -23,6 +23,9 @@ struct AgentEngineConfig {
   uint32_t max_num_batched_tokens = 512;
   uint32_t max_model_len = 0;             // 0: the model's max_position_embeddings
   bool enable_prefix_caching = true;
+  // Testing only: the engine sleeps this long after each step that produced tokens (so a test can
+  // kill a worker mid-stream). 0 in production.
+  std::chrono::milliseconds debug_step_delay{0};
   template <class V> void Visit(V& v) {
     v("block_size", block_size, "tokens per KV block (router and every agent must agree)");
     v("kv_cache_mib", kv_cache_mib, "KV cache size in MiB");
@@ -30,6 +33,7 @@ struct AgentEngineConfig {
     v("max_num_batched_tokens", max_num_batched_tokens, "token budget of one engine step (chunked prefill)");
     v("max_model_len", max_model_len, "context length; 0 = the model's");
     v("enable_prefix_caching", enable_prefix_caching, "reuse cached KV of shared prompt prefixes");
+    v("debug_step_delay", debug_step_delay, "testing only: pause after each engine step that produced tokens");
   }
   Status Validate() const;
 };

@@ -1,6 +1,7 @@
 #include "agent/engine/engine.h"
 
 #include <chrono>
+#include <thread>
 #include <utility>
 
 #include "common/log.h"
@@ -119,6 +120,7 @@ void Engine::Loop() {
     local.clear();
     std::vector<RequestOutput> outs = core_->Step();
     for (const RequestOutput& out : outs) Deliver(out);
+    if (!outs.empty() && options_.debug_step_delay.count() > 0) std::this_thread::sleep_for(options_.debug_step_delay);
     EngineStats s = core_->Stats();
     std::lock_guard<std::mutex> lock(mu_);
     stats_ = s;

@@ -145,7 +145,7 @@ Status EngineCore::AddRequest(GenerateRequest req) {
   seq->seed = s.seed.value_or(seed_rng_());
   seq->tokens = req.prompt;
   seq->num_prompt = prompt_len;
-  if (tokenizer_) seq->stop = std::make_unique<StopChecker>(*tokenizer_, req.stop);
+  if (tokenizer_) seq->stop = std::make_unique<tokenizer::StopChecker>(*tokenizer_, req.stop);
   seq->req = std::move(req);
   Sequence* raw = seq.get();
   seqs_.emplace(raw->req.id, std::move(seq));
@@ -535,7 +535,7 @@ std::vector<RequestOutput> EngineCore::Step() {
       reason = FinishReason::kStop;
     } else {
       if (seq.stop) {
-        StopChecker::Result r = seq.stop->Push(tok);
+        tokenizer::StopChecker::Result r = seq.stop->Push(tok);
         out.text = std::move(r.text);
         if (r.stopped) reason = FinishReason::kStop;
       }

@@ -23,6 +23,7 @@
 // Thread safety: none. The owner (Engine) calls every method from one thread.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -36,7 +37,7 @@
 
 #include "agent/engine/model.h"
 #include "agent/engine/request.h"
-#include "agent/engine/stop_checker.h"
+#include "tokenizer/stop_checker.h"
 #include "common/status.h"
 #include "kv/block_pool.h"
 #include "kv/kv_event.h"
@@ -57,6 +58,9 @@ struct EngineOptions {
   // final layout; returns memory for layout.total_elems() floats, zeroed, that outlives the core
   // (the agent lets its KV transport allocate it, so peers can read it fastest).
   std::function<StatusOr<float*>(const kernels::KvCacheLayout& layout)> kv_cache_allocator;
+  // Testing only (threaded Engine): the engine thread sleeps this long after each step that
+  // produced output, so a test can act mid-stream (e.g. kill a worker after N tokens). 0 = off.
+  std::chrono::microseconds debug_step_delay{0};
 
   Status Validate() const;
 };
@@ -151,7 +155,7 @@ class EngineCore {
     bool admitted_once = false;
     std::vector<kv::BlockId> blocks;
     std::vector<kv::BlockHash> hashes;  // sequence hashes of the full blocks of `tokens`
-    std::unique_ptr<StopChecker> stop;
+    std::unique_ptr<tokenizer::StopChecker> stop;
     int32_t num_generated() const { return static_cast<int32_t>(tokens.size()) - num_prompt; }
   };
   struct Scheduled {

@@ -1,11 +1,11 @@
-#include "agent/engine/stop_checker.h"
+#include "tokenizer/stop_checker.h"
 
 #include <algorithm>
 #include <utility>
 
-namespace kvmesh::engine {
+namespace kvmesh::tokenizer {
 
-StopChecker::StopChecker(const tokenizer::Tokenizer& tokenizer, std::vector<std::string> stop)
+StopChecker::StopChecker(const Tokenizer& tokenizer, std::vector<std::string> stop)
     : decoder_(tokenizer, /*skip_special_tokens=*/true), stop_(std::move(stop)) {
   std::erase_if(stop_, [](const std::string& s) { return s.empty(); });
   for (const std::string& s : stop_) max_stop_len_ = std::max(max_stop_len_, s.size());
@@ -52,4 +52,4 @@ std::string StopChecker::Flush() {
   return out;
 }
 
-}  // namespace kvmesh::engine
+}  // namespace kvmesh::tokenizer

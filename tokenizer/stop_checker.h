@@ -10,11 +10,11 @@
 
 #include "tokenizer/tokenizer.h"
 
-namespace kvmesh::engine {
+namespace kvmesh::tokenizer {
 
 class StopChecker {
  public:
-  StopChecker(const tokenizer::Tokenizer& tokenizer, std::vector<std::string> stop);
+  StopChecker(const Tokenizer& tokenizer, std::vector<std::string> stop);
 
   struct Result {
     std::string text;      // newly final text
@@ -24,10 +24,10 @@ class StopChecker {
   std::string Flush();  // at the end of the request: the held-back text
 
  private:
-  tokenizer::StreamingDecoder decoder_;
+  StreamingDecoder decoder_;
   std::vector<std::string> stop_;
   size_t max_stop_len_ = 0;
   std::string pending_;  // decoded, not yet emitted
 };
 
-}  // namespace kvmesh::engine
+}  // namespace kvmesh::tokenizer
