@@ -10,6 +10,7 @@
 #include <boost/beast/ssl.hpp>
 #include <cctype>
 #include <limits>
+#include <mutex>
 #include <optional>
 
 namespace kvmesh::http {
@@ -168,11 +169,24 @@ struct HttpClient::Impl {
   std::optional<net::ssl::context> ssl_ctx;
   Status ssl_status;
   std::map<std::string, std::unique_ptr<Conn>> idle;  // key: scheme://host:port
+  // The connection of the call in progress (connecting included); only the calling thread (and
+  // handlers it runs in ioc) touches it.
+  Conn* active = nullptr;
+
+  // Abort(): guarded by abort_mu.
+  std::mutex abort_mu;
+  bool in_call = false;
+  bool abort_requested = false;
+  uint64_t call_generation = 0;
 
   // Runs the async operation started just before to completion (the client is synchronous).
   void Run() {
     ioc.run();
     ioc.restart();
+  }
+  bool Aborted() {
+    std::lock_guard<std::mutex> lock(abort_mu);
+    return abort_requested;
   }
 };
 
@@ -182,6 +196,30 @@ HttpClient::HttpClient(HttpClientOptions options)
 HttpClient::~HttpClient() = default;
 
 void HttpClient::CloseIdleConnections() { impl_->idle.clear(); }
+
+void HttpClient::Abort() {
+  Impl& impl = *impl_;
+  uint64_t generation = 0;
+  {
+    std::lock_guard<std::mutex> lock(impl.abort_mu);
+    if (!impl.in_call) return;
+    impl.abort_requested = true;
+    generation = impl.call_generation;
+  }
+  // The socket belongs to the calling thread: close it from a handler that thread runs (inside
+  // its current or next Run()), and only if that call is still the aborted one.
+  net::post(impl.ioc, [&impl, generation] {
+    {
+      std::lock_guard<std::mutex> lock(impl.abort_mu);
+      if (!impl.in_call || impl.call_generation != generation) return;
+    }
+    if (impl.active != nullptr) {
+      beast::error_code ec;
+      impl.active->lowest().socket().shutdown(tcp::socket::shutdown_both, ec);
+      impl.active->lowest().close();
+    }
+  });
+}
 
 StatusOr<ClientResponse> HttpClient::Do(const ClientRequest& request) {
   return Execute(request, nullptr);
@@ -232,11 +270,37 @@ StatusOr<ClientResponse> HttpClient::StreamSse(
 
 StatusOr<ClientResponse> HttpClient::Execute(const ClientRequest& request,
                                              const std::function<bool(std::string_view)>* on_data) {
+  Impl& impl = *impl_;
+  {
+    std::lock_guard<std::mutex> lock(impl.abort_mu);
+    impl.in_call = true;
+    impl.abort_requested = false;
+    ++impl.call_generation;
+  }
+  StatusOr<ClientResponse> result = ExecuteCall(request, on_data);
+  bool aborted = false;
+  {
+    std::lock_guard<std::mutex> lock(impl.abort_mu);
+    aborted = impl.abort_requested;
+    impl.in_call = false;
+    impl.abort_requested = false;
+  }
+  impl.active = nullptr;
+  if (aborted) {
+    impl.idle.clear();  // a connection of an aborted exchange is never reused
+    return CancelledError("request to " + request.url + " was aborted");
+  }
+  return result;
+}
+
+StatusOr<ClientResponse> HttpClient::ExecuteCall(const ClientRequest& request,
+                                                 const std::function<bool(std::string_view)>* on_data) {
   KVMESH_RETURN_IF_ERROR(options_.Validate());
   KVMESH_ASSIGN_OR_RETURN(Url url, ParseUrl(request.url));
   const std::string where = url.HostPort();
   const auto read_ms = std::to_string(options_.read_timeout.count()) + "ms";
   Impl& impl = *impl_;
+  if (impl.Aborted()) return CancelledError("aborted");
 
   if (url.tls && !impl.ssl_ctx) {
     impl.ssl_ctx.emplace(net::ssl::context::tls_client);
@@ -278,6 +342,8 @@ StatusOr<ClientResponse> HttpClient::Execute(const ClientRequest& request,
     if (ec) return UnavailableError("resolve " + where + " failed: " + ec.message());
     auto conn = std::make_unique<Conn>();
     conn->tcp = std::make_unique<beast::tcp_stream>(impl.ioc);
+    impl.active = conn.get();
+    if (impl.Aborted()) return CancelledError("aborted");
     conn->tcp->expires_after(options_.connect_timeout);
     conn->tcp->async_connect(endpoints, [&](beast::error_code e, const tcp::endpoint&) { ec = e; });
     impl.Run();
@@ -326,6 +392,8 @@ StatusOr<ClientResponse> HttpClient::Execute(const ClientRequest& request,
     } else {
       KVMESH_ASSIGN_OR_RETURN(conn, connect());
     }
+    impl.active = conn.get();
+    if (impl.Aborted()) return CancelledError("aborted");
     // A reused connection the server has closed fails on write or before any response byte;
     // then retry once on a fresh connection.
     const bool may_retry = reused && attempt == 0;
@@ -337,7 +405,7 @@ StatusOr<ClientResponse> HttpClient::Execute(const ClientRequest& request,
     });
     impl.Run();
     if (ec) {
-      if (may_retry) continue;
+      if (may_retry && !impl.Aborted()) continue;
       return io_error("write to", ec);
     }
 
@@ -361,7 +429,7 @@ StatusOr<ClientResponse> HttpClient::Execute(const ClientRequest& request,
       impl.Run();
       if (ec == bhttp::error::body_limit) return too_large;
       if (ec) {
-        if (may_retry && !parser.got_some()) continue;
+        if (may_retry && !parser.got_some() && !impl.Aborted()) continue;
         return io_error("read from", ec);
       }
       // Boost 1.74's response parser skips the Content-Length vs body_limit check when the header
@@ -395,7 +463,7 @@ StatusOr<ClientResponse> HttpClient::Execute(const ClientRequest& request,
     });
     impl.Run();
     if (ec) {
-      if (may_retry && !parser.got_some()) continue;
+      if (may_retry && !parser.got_some() && !impl.Aborted()) continue;
       return io_error("read from", ec);
     }
     fill_headers(parser.get());

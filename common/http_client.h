@@ -8,7 +8,8 @@
 // Status error means no complete response arrived, and its message names host:port and what
 // failed (connect refused, timed out, TLS handshake failed, response body too large).
 //
-// Not thread-safe: use one HttpClient per thread (they are cheap).
+// Not thread-safe: use one HttpClient per thread (they are cheap). The one exception is Abort(),
+// which any thread may call to cancel the call in progress.
 #pragma once
 
 #include <chrono>
@@ -107,6 +108,11 @@ class HttpClient {
   StatusOr<ClientResponse> StreamSse(const ClientRequest& request,
                                      const std::function<bool(const SseEvent&)>& on_event);
 
+  // Thread-safe: cancels the call in progress on another thread (closes its socket, also during
+  // connect); that call returns Cancelled. Without a call in progress it does nothing, and a later
+  // call works as usual.
+  void Abort();
+
   // TCP connections opened so far (a reused keep-alive connection is not counted again).
   uint64_t connections_opened() const { return connections_opened_; }
   void CloseIdleConnections();
@@ -115,6 +121,8 @@ class HttpClient {
   struct Impl;
   StatusOr<ClientResponse> Execute(const ClientRequest& request,
                                    const std::function<bool(std::string_view)>* on_data);
+  StatusOr<ClientResponse> ExecuteCall(const ClientRequest& request,
+                                       const std::function<bool(std::string_view)>* on_data);
 
   const HttpClientOptions options_;
   uint64_t connections_opened_ = 0;

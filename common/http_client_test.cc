@@ -9,9 +9,11 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <future>
+#include <mutex>
 #include <thread>
 
 #include "common/http_server.h"
@@ -148,6 +150,72 @@ TEST(HttpClientTest, NonSuccessStreamIsReadWhole) {
   EXPECT_EQ(r->status, 404);
   EXPECT_FALSE(called);
   EXPECT_NE(r->body.find("not_found_error"), std::string::npos);
+}
+
+// Abort() from another thread cancels the call in progress (stream and plain), the server sees
+// the disconnect, and the same client works again afterwards.
+TEST(HttpClientTest, AbortCancelsTheCallInProgress) {
+  std::atomic<int> disconnects{0};
+  std::vector<std::shared_ptr<Responder>> parked;
+  std::vector<std::shared_ptr<StreamWriter>> parked_writers;
+  std::mutex parked_mu;
+  HttpServer server({});
+  server.RouteAsync("GET", "/stream", [&](const HttpRequest&, std::shared_ptr<Responder> r) {
+    auto w = r->StartStream(StreamWriter::Mode::kSse);
+    w->SetOnDisconnect([&] { disconnects.fetch_add(1); });
+    w->Send("first");  // then nothing more: the client has to abort
+    std::lock_guard<std::mutex> lock(parked_mu);
+    parked_writers.push_back(std::move(w));
+  });
+  server.RouteAsync("GET", "/hang", [&](const HttpRequest&, std::shared_ptr<Responder> r) {
+    r->SetOnDisconnect([&] { disconnects.fetch_add(10); });
+    std::lock_guard<std::mutex> lock(parked_mu);
+    parked.push_back(std::move(r));  // never answered
+  });
+  server.Route("GET", "/ok", [](const HttpRequest&) { return HttpResponse{200, "text/plain", {}, "ok"}; });
+  ASSERT_TRUE(server.Start().ok());
+
+  HttpClientOptions o;
+  o.read_timeout = 20s;
+  HttpClient c(o);
+  c.Abort();  // no call in progress: nothing happens
+  std::promise<void> got_first;
+  auto started = std::chrono::steady_clock::now();
+  std::thread aborter([&] {
+    got_first.get_future().wait();
+    c.Abort();
+  });
+  ClientRequest req;
+  req.url = Url(server, "/stream");
+  int events = 0;
+  auto r = c.StreamSse(req, [&](const SseEvent& e) {
+    if (++events == 1) {
+      EXPECT_EQ(e.data, "first");
+      got_first.set_value();
+    }
+    return true;
+  });
+  aborter.join();
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kCancelled) << r.status().ToString();
+  EXPECT_EQ(events, 1);
+
+  std::thread aborter2([&] {
+    std::this_thread::sleep_for(100ms);
+    c.Abort();
+  });
+  auto h = c.Get(Url(server, "/hang"));
+  aborter2.join();
+  ASSERT_FALSE(h.ok());
+  EXPECT_EQ(h.status().code(), StatusCode::kCancelled) << h.status().ToString();
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 10s);  // not the read timeout
+
+  auto ok = c.Get(Url(server, "/ok"));
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ(ok->body, "ok");
+  for (int i = 0; i < 200 && disconnects.load() < 11; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(disconnects.load(), 11);  // both the stream and the pending response saw the close
+  server.Stop(0ms);
 }
 
 // A pooled connection whose server went away is replaced transparently.
