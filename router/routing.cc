@@ -1,0 +1,418 @@
+#include "router/routing.h"
+
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+namespace kvmesh::router {
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Random numbers: splitmix64. The shared state advances with one atomic fetch_add per decision
+// (lock-free, deterministic for a given seed on one thread); draws within a decision use a local
+// copy of the stream.
+
+constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ULL;
+
+inline uint64_t Mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+class SharedRng {
+ public:
+  explicit SharedRng(uint64_t seed) : state_(seed) {}
+  // A fresh 64-bit seed for one decision's local stream.
+  uint64_t Next() { return Mix64(state_.fetch_add(kGolden, std::memory_order_relaxed) + kGolden); }
+
+ private:
+  std::atomic<uint64_t> state_;
+};
+
+struct LocalRng {
+  uint64_t s;
+  uint64_t Next() {
+    s += kGolden;
+    return Mix64(s);
+  }
+  // Uniform in [0, n).
+  uint32_t Below(uint32_t n) {
+    return static_cast<uint32_t>((static_cast<unsigned __int128>(Next()) * n) >> 64);
+  }
+  // Uniform in [0, 1).
+  double Unit() { return static_cast<double>(Next() >> 11) * 0x1.0p-53; }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Per-thread scratch, reused across decisions (no allocation once warmed).
+
+// WorkerId -> index into QueryResult::workers. Open addressing with generation stamps, so a
+// decision clears nothing: O(matches) to fill, O(1) per candidate lookup, any id values.
+class MatchMap {
+ public:
+  void Build(const kv::QueryResult& overlaps) {
+    const size_t n = overlaps.workers.size();
+    size_t want = 16;
+    while (want < 2 * n) want <<= 1;
+    if (want > keys_.size()) {
+      keys_.assign(want, 0);
+      vals_.assign(want, 0);
+      gens_.assign(want, 0);
+      gen_ = 0;
+    }
+    mask_ = keys_.size() - 1;
+    if (++gen_ == 0) {  // wrapped: stamps of 2^32 decisions ago would look live
+      std::fill(gens_.begin(), gens_.end(), 0);
+      gen_ = 1;
+    }
+    for (size_t i = 0; i < n; ++i) {
+      const kv::WorkerId id = overlaps.workers[i].worker;
+      size_t h = Hash(id);
+      while (gens_[h] == gen_ && keys_[h] != id) h = (h + 1) & mask_;
+      keys_[h] = id;
+      vals_[h] = static_cast<uint32_t>(i);
+      gens_[h] = gen_;
+    }
+  }
+  // Index into overlaps.workers, or -1.
+  int64_t Find(kv::WorkerId id) const {
+    size_t h = Hash(id);
+    while (gens_[h] == gen_) {
+      if (keys_[h] == id) return vals_[h];
+      h = (h + 1) & mask_;
+    }
+    return -1;
+  }
+
+ private:
+  size_t Hash(kv::WorkerId id) const {
+    return static_cast<size_t>((uint64_t{id} * kGolden) >> 32) & mask_;
+  }
+  std::vector<kv::WorkerId> keys_;
+  std::vector<uint32_t> vals_;
+  std::vector<uint32_t> gens_;
+  uint32_t gen_ = 0;
+  size_t mask_ = 0;
+};
+
+struct Scratch {
+  MatchMap matches;
+  std::vector<double> costs;
+  std::vector<double> weights;
+  std::vector<const kv::WorkerMatch*> match_of;
+  std::vector<WorkerState*> prefill_room;
+};
+
+Scratch& ThreadScratch() {
+  thread_local Scratch scratch;
+  return scratch;
+}
+
+const kv::WorkerMatch* FindMatch(const kv::QueryResult& overlaps, kv::WorkerId id) {
+  for (const kv::WorkerMatch& m : overlaps.workers) {
+    if (m.worker == id) return &m;
+  }
+  return nullptr;
+}
+
+// A baseline's choice: fills the overlap fields from `overlaps` when the caller queried anyway.
+RouteChoice BaselineChoice(WorkerState* w, const kv::QueryResult& overlaps) {
+  RouteChoice c;
+  c.worker = w;
+  if (const kv::WorkerMatch* m = FindMatch(overlaps, w->id)) {
+    c.overlap_blocks = m->matched_blocks;
+    c.overlap_predicted = m->matched_with_predicted;
+  }
+  return c;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Baselines.
+
+class RoundRobinPolicy final : public RoutingPolicy {
+ public:
+  const char* name() const override { return "round_robin"; }
+  bool uses_overlap() const override { return false; }
+  RouteChoice Choose(const RouteInput&, std::span<WorkerState* const> candidates,
+                     const kv::QueryResult& overlaps) override {
+    const uint64_t i = next_.fetch_add(1, std::memory_order_relaxed);
+    return BaselineChoice(candidates[i % candidates.size()], overlaps);
+  }
+
+ private:
+  std::atomic<uint64_t> next_{0};
+};
+
+class RandomPolicy final : public RoutingPolicy {
+ public:
+  explicit RandomPolicy(uint64_t seed) : rng_(seed) {}
+  const char* name() const override { return "random"; }
+  bool uses_overlap() const override { return false; }
+  RouteChoice Choose(const RouteInput&, std::span<WorkerState* const> candidates,
+                     const kv::QueryResult& overlaps) override {
+    LocalRng local{rng_.Next()};
+    const uint32_t i = local.Below(static_cast<uint32_t>(candidates.size()));
+    return BaselineChoice(candidates[i], overlaps);
+  }
+
+ private:
+  SharedRng rng_;
+};
+
+class LeastLoadedPolicy final : public RoutingPolicy {
+ public:
+  explicit LeastLoadedPolicy(uint64_t seed) : rng_(seed) {}
+  const char* name() const override { return "least_loaded"; }
+  bool uses_overlap() const override { return false; }
+  RouteChoice Choose(const RouteInput&, std::span<WorkerState* const> candidates,
+                     const kv::QueryResult& overlaps) override {
+    LocalRng local{rng_.Next()};
+    WorkerState* best = nullptr;
+    uint32_t best_inflight = 0;
+    uint64_t best_blocks = 0;
+    uint32_t ties = 0;
+    for (WorkerState* w : candidates) {
+      const uint32_t inflight = w->inflight.load(std::memory_order_relaxed);
+      const uint64_t blocks = w->decode_blocks.load(std::memory_order_relaxed);
+      if (best == nullptr || inflight < best_inflight ||
+          (inflight == best_inflight && blocks < best_blocks)) {
+        best = w;
+        best_inflight = inflight;
+        best_blocks = blocks;
+        ties = 1;
+      } else if (inflight == best_inflight && blocks == best_blocks) {
+        // Reservoir sampling: each of the k tied workers ends up chosen with probability 1/k.
+        if (local.Below(++ties) == 0) best = w;
+      }
+    }
+    return BaselineChoice(best, overlaps);
+  }
+
+ private:
+  SharedRng rng_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// KV-aware policy: a cost per candidate, then argmin (temperature 0) or softmax sampling.
+
+enum class KvCost { kDynamo, kKvmesh };
+
+class KvPolicy final : public RoutingPolicy {
+ public:
+  KvPolicy(KvCost cost, double overlap_weight, double temperature, uint64_t seed)
+      : cost_(cost), overlap_weight_(overlap_weight), temperature_(temperature), rng_(seed) {}
+  const char* name() const override { return "kv"; }
+  bool uses_overlap() const override { return true; }
+
+  RouteChoice Choose(const RouteInput& input, std::span<WorkerState* const> candidates,
+                     const kv::QueryResult& overlaps) override {
+    Scratch& s = ThreadScratch();
+    const size_t n = candidates.size();
+    s.costs.resize(n);
+    s.match_of.resize(n);
+    // Small results (a prefix few workers hold) are scanned directly; large ones are hashed once.
+    const bool hashed = overlaps.workers.size() > 8;
+    if (hashed) s.matches.Build(overlaps);
+
+    const uint32_t bs = std::max<uint32_t>(input.block_size, 1);
+    const double prompt_blocks = static_cast<double>((uint64_t{input.prompt_tokens} + bs - 1) / bs);
+    double min_cost = std::numeric_limits<double>::infinity();
+    double max_cost = -std::numeric_limits<double>::infinity();
+    for (size_t i = 0; i < n; ++i) {
+      const WorkerState& w = *candidates[i];
+      const kv::WorkerMatch* m = nullptr;
+      if (hashed) {
+        const int64_t j = s.matches.Find(w.id);
+        if (j >= 0) m = &overlaps.workers[static_cast<size_t>(j)];
+      } else {
+        m = FindMatch(overlaps, w.id);
+      }
+      s.match_of[i] = m;
+      const double c = cost_ == KvCost::kDynamo ? DynamoCost(w, m, prompt_blocks)
+                                                 : KvmeshCost(w, m, prompt_blocks, bs);
+      s.costs[i] = c;
+      min_cost = std::min(min_cost, c);
+      max_cost = std::max(max_cost, c);
+    }
+
+    LocalRng local{rng_.Next()};
+    size_t pick = 0;
+    if (temperature_ > 0 && max_cost > min_cost) {
+      pick = SoftmaxPick(s.costs, s.weights, min_cost, max_cost, local);
+    } else {
+      // Argmin; ties (all workers, when the softmax is flat) at random.
+      uint32_t ties = 0;
+      for (size_t i = 0; i < n; ++i) {
+        if (s.costs[i] == min_cost && local.Below(++ties) == 0) pick = i;
+      }
+    }
+    RouteChoice choice;
+    choice.worker = candidates[pick];
+    choice.cost = s.costs[pick];
+    if (const kv::WorkerMatch* m = s.match_of[pick]) {
+      choice.overlap_blocks = m->matched_blocks;
+      choice.overlap_predicted = m->matched_with_predicted;
+    }
+    return choice;
+  }
+
+ private:
+  // Dynamo: overlap_weight * (prompt blocks - confirmed overlap) + active decode blocks.
+  double DynamoCost(const WorkerState& w, const kv::WorkerMatch* m, double prompt_blocks) const {
+    const double overlap = m ? m->matched_blocks : 0;
+    const double prefill_blocks = std::max(0.0, prompt_blocks - overlap);
+    return overlap_weight_ * prefill_blocks +
+           static_cast<double>(w.decode_blocks.load(std::memory_order_relaxed));
+  }
+
+  // kvmesh (docs/routing.md): tier-aware + predicted overlap, prefill work in flight, queue.
+  double KvmeshCost(const WorkerState& w, const kv::WorkerMatch* m, double prompt_blocks,
+                    uint32_t bs) const {
+    double cached = 0;
+    if (m != nullptr) {
+      // A block counts at its best tier. The index gives per-tier counts of the leading run,
+      // so: G1 blocks first, the rest in G2 as far as G2's count goes, the remainder in G3.
+      const uint32_t g1 = std::min(m->matched_tier[0], m->matched_blocks);
+      const uint32_t rest = m->matched_blocks - g1;
+      const uint32_t g2 = std::min(m->matched_tier[1], rest);
+      const uint32_t g3 = rest - g2;
+      const uint32_t predicted =
+          m->matched_with_predicted > m->matched_blocks
+              ? m->matched_with_predicted - m->matched_blocks
+              : 0;
+      cached = g1 + kG2Value * g2 + kG3Value * g3 + kPredictedValue * predicted;
+    }
+    const double prefill_blocks = std::max(0.0, prompt_blocks - cached);
+    const double queued_prefill_blocks =
+        static_cast<double>(w.prefill_tokens.load(std::memory_order_relaxed)) / bs;
+    const double decode_blocks = static_cast<double>(w.decode_blocks.load(std::memory_order_relaxed));
+    const double queue = static_cast<double>(w.inflight.load(std::memory_order_relaxed));
+    return overlap_weight_ * prefill_blocks + queued_prefill_blocks + kDecodeBlockWeight * decode_blocks +
+           kQueueBlocksPerRequest * queue;
+  }
+
+  // P(i) ~ exp(-((cost_i - min) / (max - min)) / temperature): costs normalized to [0, 1] so the
+  // temperature means the same at any fleet size or prompt length (Dynamo's softmax_sample).
+  size_t SoftmaxPick(const std::vector<double>& costs, std::vector<double>& weights,
+                     double min_cost, double max_cost, LocalRng& local) const {
+    const double scale = 1.0 / ((max_cost - min_cost) * temperature_);
+    weights.resize(costs.size());
+    double total = 0;
+    for (size_t i = 0; i < costs.size(); ++i) {
+      weights[i] = std::exp(-(costs[i] - min_cost) * scale);  // the minimum weighs 1: no overflow
+      total += weights[i];
+    }
+    double r = local.Unit() * total;
+    for (size_t i = 0; i < weights.size(); ++i) {
+      r -= weights[i];
+      if (r < 0) return i;
+    }
+    return weights.size() - 1;  // rounding left r >= 0
+  }
+
+  // Value of one leading block held in a lower tier (or only predicted) relative to a G1 block
+  // (1.0 = free). G2: a host->device copy; G3: a disk read plus the copy; predicted: the router
+  // sent a request with these blocks there moments ago (unconfirmed: prefill may still run, fail
+  // or be evicted).
+  static constexpr double kG2Value = 0.75;
+  static constexpr double kG3Value = 0.5;
+  static constexpr double kPredictedValue = 0.5;
+  // Per request in flight, in block units: a scheduling cost and a tie-break toward fewer.
+  static constexpr double kQueueBlocksPerRequest = 1.0;
+  // Weight of a block held by a request decoding on the worker, relative to a block of prefill
+  // still to compute there.
+  static constexpr double kDecodeBlockWeight = 0.25;
+
+  const KvCost cost_;
+  const double overlap_weight_;
+  const double temperature_;
+  SharedRng rng_;
+};
+
+}  // namespace
+
+StatusOr<std::unique_ptr<RoutingPolicy>> CreateRoutingPolicy(const RouterRoutingConfig& config,
+                                                             uint64_t seed) {
+  std::unique_ptr<RoutingPolicy> policy;
+  if (config.mode == "round_robin") {
+    policy = std::make_unique<RoundRobinPolicy>();
+  } else if (config.mode == "random") {
+    policy = std::make_unique<RandomPolicy>(seed);
+  } else if (config.mode == "least_loaded") {
+    policy = std::make_unique<LeastLoadedPolicy>(seed);
+  } else if (config.mode == "kv") {
+    KvCost cost;
+    if (config.kv_cost == "kvmesh") {
+      cost = KvCost::kKvmesh;
+    } else if (config.kv_cost == "dynamo") {
+      cost = KvCost::kDynamo;
+    } else {
+      return InvalidArgumentError("routing.kv_cost must be kvmesh or dynamo, got '" +
+                                  config.kv_cost + "'");
+    }
+    if (!(config.overlap_weight >= 0) || !std::isfinite(config.overlap_weight)) {
+      return InvalidArgumentError("routing.overlap_weight must be a finite number >= 0, got " +
+                                  std::to_string(config.overlap_weight));
+    }
+    if (!(config.temperature >= 0) || !std::isfinite(config.temperature)) {
+      return InvalidArgumentError("routing.temperature must be a finite number >= 0, got " +
+                                  std::to_string(config.temperature));
+    }
+    policy = std::make_unique<KvPolicy>(cost, config.overlap_weight, config.temperature, seed);
+  } else {
+    return InvalidArgumentError(
+        "routing.mode must be kv, round_robin, random or least_loaded, got '" + config.mode + "'");
+  }
+  return policy;
+}
+
+PrefillPlan PlanPrefill(const RouterDisaggregationConfig& config, const RouteInput& input,
+                        const RouteChoice& decode, std::span<WorkerState* const> prefill_candidates,
+                        const kv::QueryResult& overlaps, RoutingPolicy& policy) {
+  PrefillPlan plan;
+  const uint64_t cached_tokens = uint64_t{decode.overlap_blocks} * input.block_size;
+  plan.uncached_tokens =
+      cached_tokens >= input.prompt_tokens
+          ? 0
+          : input.prompt_tokens - static_cast<uint32_t>(cached_tokens);
+  if (config.mode == "off") {
+    plan.reason = "disabled";
+    return plan;
+  }
+  const bool always = config.mode == "always";
+  if (!always && plan.uncached_tokens < config.min_remote_prefill_tokens) {
+    plan.reason = "below_threshold";
+    return plan;
+  }
+  std::vector<WorkerState*>& room = ThreadScratch().prefill_room;
+  room.clear();
+  bool any = false;
+  for (WorkerState* w : prefill_candidates) {
+    if (w == decode.worker || !CanPrefillRemote(w->spec.role)) continue;
+    any = true;
+    if (w->prefills_inflight.load(std::memory_order_relaxed) < config.max_prefill_queue) {
+      room.push_back(w);
+    }
+  }
+  if (!any) {
+    plan.reason = "no_prefill_worker";
+    return plan;
+  }
+  if (room.empty()) {
+    plan.reason = "prefill_queue_full";
+    return plan;
+  }
+  // The prefill worker's own overlap and load decide, with the same policy as decode routing.
+  const RouteChoice prefill = policy.Choose(input, room, overlaps);
+  plan.remote = true;
+  plan.prefill_worker = prefill.worker;
+  plan.reason = "remote";
+  return plan;
+}
+
+}  // namespace kvmesh::router

@@ -1,0 +1,311 @@
+// Routing decision throughput and latency (docs/routing.md, issue target: >= 100k decisions/s and
+// p99 <= 50 us per decision with 1,000 workers and a populated index, one core).
+//
+// Setup (untimed): `--workers` synthetic workers and a PrefixIndex holding
+//  - `--prefixes` shared prefixes (system prompts / documents) of 8-64 blocks, each held by a
+//    random 20-100 workers;
+//  - per worker, `--conversations` conversations: a random shared prefix followed by 100 blocks
+//    of its own (the prefix is then held by that worker too);
+//  - 5% of the holders' blocks in G2 and 2% in G3, and `--predictions` router predictions (whole
+//    recent requests on random workers);
+//  - random router-side load on every worker.
+// Requests of 2-8k tokens (block 16): half continue a conversation (prefix + conversation blocks
+// + new blocks), half are new (a shared prefix + new blocks).
+// Timed per decision (steady_clock): QueryInto (kv modes) + Choose + PlanPrefill (conditional),
+// for each mode; one JSON object per case on stdout. Then the hashing cost of a 4k-token prompt
+// (ComputeSequenceHashes) for reference.
+#include <algorithm>
+#include <chrono>
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kv/block_hash.h"
+#include "kv/kv_event.h"
+#include "kv/prefix_index.h"
+#include "router/routing.h"
+
+namespace kvmesh::router {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Rng {
+  uint64_t s;
+  uint64_t Next() {
+    s += 0x9E3779B97F4A7C15ULL;
+    uint64_t z = s;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+  }
+  uint32_t Range(uint32_t lo, uint32_t hi) {  // [lo, hi]
+    return lo + static_cast<uint32_t>(Next() % (uint64_t{hi} - lo + 1));
+  }
+};
+
+struct Options {
+  uint32_t workers = 1000;
+  uint32_t prefill_workers = 0;  // of `workers`, how many have role prefill (0 = all aggregated)
+  uint32_t prefixes = 200;
+  uint32_t conversations = 4;
+  uint32_t requests = 4096;      // distinct prompts, cycled
+  uint64_t decisions = 200000;   // per mode
+  uint32_t predictions = 1000;  // router predictions (recent requests) in the index
+  uint64_t seed = 1;
+  std::string only;              // run only this case
+};
+
+struct Fleet {
+  std::vector<std::unique_ptr<WorkerState>> owned;
+  std::vector<WorkerState*> decode;   // decode-capable
+  std::vector<WorkerState*> prefill;  // prefill-capable
+};
+
+struct Request {
+  std::vector<kv::BlockHash> hashes;
+  uint32_t prompt_tokens;
+};
+
+void Store(kv::PrefixIndex& index, kv::WorkerId w, uint64_t& seq,
+           std::span<const kv::BlockHash> hashes, Rng& rng) {
+  kv::KvEventBatch batch;
+  kv::BlockStored g1, g2, g3;
+  g2.medium = kv::Medium::kG2;
+  g3.medium = kv::Medium::kG3;
+  for (kv::BlockHash h : hashes) {
+    const uint64_t r = rng.Next() % 100;
+    (r < 2 ? g3 : r < 7 ? g2 : g1).hashes.push_back(h);
+  }
+  for (kv::BlockStored* s : {&g1, &g2, &g3}) {
+    if (!s->hashes.empty()) batch.events.push_back(std::move(*s));
+  }
+  index.ApplyBatch(w, ++seq, batch);
+}
+
+double Percentile(const std::vector<uint32_t>& sorted_ns, double p) {
+  const size_t i = std::min(sorted_ns.size() - 1, static_cast<size_t>(p * sorted_ns.size()));
+  return sorted_ns[i] / 1000.0;
+}
+
+int Main(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> const char* {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "missing value for %s\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--workers") o.workers = static_cast<uint32_t>(std::stoul(next()));
+    else if (a == "--prefill_workers") o.prefill_workers = static_cast<uint32_t>(std::stoul(next()));
+    else if (a == "--prefixes") o.prefixes = static_cast<uint32_t>(std::stoul(next()));
+    else if (a == "--conversations") o.conversations = static_cast<uint32_t>(std::stoul(next()));
+    else if (a == "--requests") o.requests = static_cast<uint32_t>(std::stoul(next()));
+    else if (a == "--decisions") o.decisions = std::stoull(next());
+    else if (a == "--predictions") o.predictions = static_cast<uint32_t>(std::stoul(next()));
+    else if (a == "--seed") o.seed = std::stoull(next());
+    else if (a == "--only") o.only = next();
+    else {
+      std::fprintf(stderr,
+                   "usage: %s [--workers N] [--prefill_workers N] [--prefixes N] "
+                   "[--conversations N] [--requests N] [--predictions N] [--decisions N] [--seed N] "
+                   "[--only kv/kvmesh|kv/dynamo|round_robin|random|least_loaded|...]\n",
+                   argv[0]);
+      return 2;
+    }
+  }
+  if (o.workers == 0 || o.prefixes == 0 || o.requests == 0 || o.decisions == 0 ||
+      o.prefill_workers >= o.workers) {
+    std::fprintf(stderr, "workers, prefixes, requests, decisions must be > 0; prefill_workers < workers\n");
+    return 2;
+  }
+  Rng rng{o.seed};
+  auto fresh_chain = [&](kv::BlockHash parent, uint32_t n, std::vector<kv::BlockHash>& out) {
+    for (uint32_t i = 0; i < n; ++i) {
+      parent = kv::ChainSequenceHash(parent, rng.Next(), kv::kBlockHashSeed);
+      out.push_back(parent);
+    }
+  };
+
+  // Fleet with random router-side load.
+  Fleet fleet;
+  for (uint32_t i = 0; i < o.workers; ++i) {
+    auto w = std::make_unique<WorkerState>();
+    w->id = i + 1;
+    w->spec.role = i < o.prefill_workers ? WorkerRole::kPrefill
+                   : o.prefill_workers > 0 ? WorkerRole::kDecode
+                                           : WorkerRole::kAggregated;
+    w->ready = true;
+    w->inflight = rng.Range(0, 32);
+    w->prefills_inflight = rng.Range(0, 10);
+    w->prefill_tokens = rng.Range(0, 20000);
+    w->decode_blocks = rng.Range(0, 8000);
+    if (CanDecode(w->spec.role)) fleet.decode.push_back(w.get());
+    if (CanPrefillRemote(w->spec.role)) fleet.prefill.push_back(w.get());
+    fleet.owned.push_back(std::move(w));
+  }
+
+  // The index.
+  kv::PrefixIndex index;
+  std::vector<uint64_t> seq(o.workers + 1, 0);
+  std::vector<std::vector<kv::BlockHash>> prefixes(o.prefixes);
+  for (auto& p : prefixes) {
+    fresh_chain(0, rng.Range(8, 64), p);
+    const uint32_t holders = rng.Range(20, 100);
+    for (uint32_t k = 0; k < holders; ++k) {
+      const kv::WorkerId w = rng.Range(1, o.workers);
+      Store(index, w, seq[w], p, rng);
+    }
+  }
+  struct Conversation {
+    uint32_t prefix;
+    std::vector<kv::BlockHash> blocks;  // prefix + own blocks
+  };
+  std::vector<Conversation> conversations;
+  for (uint32_t w = 1; w <= o.workers; ++w) {
+    for (uint32_t c = 0; c < o.conversations; ++c) {
+      Conversation conv;
+      conv.prefix = rng.Range(0, o.prefixes - 1);
+      conv.blocks = prefixes[conv.prefix];
+      fresh_chain(conv.blocks.back(), 100, conv.blocks);
+      Store(index, w, seq[w], conv.blocks, rng);
+      conversations.push_back(std::move(conv));
+    }
+  }
+  // Requests.
+  std::vector<Request> requests(o.requests);
+  for (Request& r : requests) {
+    const uint32_t blocks = rng.Range(2048, 8192) / 16;
+    if (rng.Next() % 2 == 0) {
+      const Conversation& c = conversations[rng.Next() % conversations.size()];
+      r.hashes.assign(c.blocks.begin(), c.blocks.begin() + std::min<size_t>(c.blocks.size(), blocks));
+    } else {
+      r.hashes = prefixes[rng.Next() % prefixes.size()];
+    }
+    if (r.hashes.size() < blocks) fresh_chain(r.hashes.back(), blocks - static_cast<uint32_t>(r.hashes.size()), r.hashes);
+    r.prompt_tokens = blocks * 16 + rng.Range(0, 15);  // a partial last block
+  }
+  // Router predictions: recent requests sent to random workers.
+  for (uint32_t i = 0; i < o.predictions; ++i) {
+    const Request& r = requests[rng.Next() % requests.size()];
+    index.AddPredicted(rng.Range(1, o.workers), r.hashes, std::chrono::hours(1));
+  }
+  const kv::PrefixIndexStats stats = index.Stats();
+  std::printf(
+      "{\"case\": \"setup\", \"workers\": %u, \"prefill_workers\": %u, \"index_blocks\": %" PRIu64
+      ", \"index_holders\": %" PRIu64 ", \"predicted\": %" PRIu64 ", \"index_memory_bytes\": %" PRIu64
+      ", \"requests\": %u}\n",
+      o.workers, o.prefill_workers, stats.blocks, stats.holders, stats.predicted, stats.memory_bytes,
+      o.requests);
+  std::fflush(stdout);
+
+  struct Case {
+    const char* name;
+    const char* mode;
+    const char* kv_cost;
+    double temperature;
+  };
+  const Case cases[] = {
+      {"kv/kvmesh", "kv", "kvmesh", 0},         {"kv/dynamo", "kv", "dynamo", 0},
+      {"kv/kvmesh/t0.1", "kv", "kvmesh", 0.1},  {"kv/dynamo/t0.1", "kv", "dynamo", 0.1},
+      {"round_robin", "round_robin", "", 0},    {"random", "random", "", 0},
+      {"least_loaded", "least_loaded", "", 0},
+      {"index_query_only", "kv", "kvmesh", 0},  // QueryInto alone: the index's share of kv
+  };
+  RouterDisaggregationConfig disagg;  // conditional, 64 tokens, queue 8
+  std::vector<uint32_t> ns(o.decisions);
+  for (const Case& c : cases) {
+    if (!o.only.empty() && o.only != c.name) continue;
+    RouterRoutingConfig config;
+    config.mode = c.mode;
+    if (*c.kv_cost) config.kv_cost = c.kv_cost;
+    config.temperature = c.temperature;
+    auto created = CreateRoutingPolicy(config, o.seed);
+    if (!created.ok()) {
+      std::fprintf(stderr, "%s\n", created.status().ToString().c_str());
+      return 1;
+    }
+    RoutingPolicy& policy = **created;
+    const bool query_only = std::string(c.name) == "index_query_only";
+    kv::QueryResult q;
+    uint64_t overlap_sum = 0, remote = 0;
+    // Warm-up (scratch buffers, caches), untimed.
+    for (uint32_t i = 0; i < std::min<uint32_t>(o.requests, 2000); ++i) {
+      const Request& r = requests[i];
+      RouteInput in{r.hashes, r.prompt_tokens, 256, 16};
+      q.workers.clear();
+      if (policy.uses_overlap()) index.QueryInto(r.hashes, {}, q);
+      RouteChoice d = policy.Choose(in, fleet.decode, q);
+      (void)PlanPrefill(disagg, in, d, fleet.prefill, q, policy);
+    }
+    const Clock::time_point start = Clock::now();
+    for (uint64_t i = 0; i < o.decisions; ++i) {
+      const Request& r = requests[i % requests.size()];
+      const Clock::time_point t0 = Clock::now();
+      RouteInput in{r.hashes, r.prompt_tokens, 256, 16};
+      q.workers.clear();
+      if (policy.uses_overlap()) index.QueryInto(r.hashes, {}, q);
+      RouteChoice d;
+      PrefillPlan plan;
+      if (!query_only) {
+        d = policy.Choose(in, fleet.decode, q);
+        plan = PlanPrefill(disagg, in, d, fleet.prefill, q, policy);
+      }
+      const Clock::time_point t1 = Clock::now();
+      ns[i] = static_cast<uint32_t>(std::min<int64_t>(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count(), UINT32_MAX));
+      overlap_sum += d.overlap_blocks;
+      remote += plan.remote;
+    }
+    const double secs = std::chrono::duration<double>(Clock::now() - start).count();
+    std::sort(ns.begin(), ns.end());
+    std::printf(
+        "{\"case\": \"%s\", \"workers\": %u, \"decode_candidates\": %zu, \"prefill_candidates\": "
+        "%zu, \"decisions\": %" PRIu64 ", \"decisions_per_s\": %.0f, \"p50_us\": %.2f, "
+        "\"p99_us\": %.2f, \"p999_us\": %.2f, \"max_us\": %.2f, \"mean_overlap_blocks\": %.1f, "
+        "\"remote_prefill_ratio\": %.3f}\n",
+        c.name, o.workers, fleet.decode.size(), fleet.prefill.size(), o.decisions,
+        o.decisions / secs, Percentile(ns, 0.5), Percentile(ns, 0.99), Percentile(ns, 0.999),
+        ns.back() / 1000.0, static_cast<double>(overlap_sum) / o.decisions,
+        static_cast<double>(remote) / o.decisions);
+    std::fflush(stdout);
+  }
+
+  // Hashing a 4k-token prompt, for reference.
+  if (o.only.empty() || o.only == "hash") {
+    std::vector<uint32_t> tokens(4096);
+    for (uint32_t& t : tokens) t = static_cast<uint32_t>(rng.Next() % 128000);
+    kv::BlockHashOptions ho;
+    ho.block_size = 16;
+    const int kReps = 20000;
+    std::vector<uint32_t> hns(kReps);
+    uint64_t sink = 0;
+    for (int i = 0; i < kReps; ++i) {
+      tokens[0] = static_cast<uint32_t>(i);
+      const Clock::time_point t0 = Clock::now();
+      auto h = kv::ComputeSequenceHashes(tokens, ho);
+      const Clock::time_point t1 = Clock::now();
+      sink += h.ok() ? h->back() : 0;
+      hns[i] = static_cast<uint32_t>(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count());
+    }
+    std::sort(hns.begin(), hns.end());
+    std::printf(
+        "{\"case\": \"hash_4k_tokens\", \"block_size\": 16, \"reps\": %d, \"p50_us\": %.2f, "
+        "\"p99_us\": %.2f, \"sink\": %" PRIu64 "}\n",
+        kReps, Percentile(hns, 0.5), Percentile(hns, 0.99), sink % 10);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace kvmesh::router
+
+int main(int argc, char** argv) { return kvmesh::router::Main(argc, argv); }

@@ -1,0 +1,578 @@
+#include "router/routing.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <deque>
+#include <map>
+#include <memory>
+#include <numeric>
+#include <vector>
+
+#include "kv/block_hash.h"
+#include "kv/kv_event.h"
+#include "kv/prefix_index.h"
+
+namespace kvmesh::router {
+namespace {
+
+constexpr uint32_t kBlock = 16;
+
+// A fleet of plain WorkerState objects (the registry is not needed to route).
+struct Fleet {
+  std::vector<std::unique_ptr<WorkerState>> owned;
+  std::vector<WorkerState*> all;
+
+  explicit Fleet(size_t n, WorkerRole role = WorkerRole::kAggregated, kv::WorkerId first_id = 1,
+                 kv::WorkerId id_step = 1) {
+    for (size_t i = 0; i < n; ++i) Add(first_id + static_cast<kv::WorkerId>(i) * id_step, role);
+  }
+  WorkerState* Add(kv::WorkerId id, WorkerRole role) {
+    auto w = std::make_unique<WorkerState>();
+    w->id = id;
+    w->spec.role = role;
+    w->spec.url = "http://127.0.0.1:" + std::to_string(9000 + id % 1000);
+    w->ready = true;
+    all.push_back(w.get());
+    owned.push_back(std::move(w));
+    return all.back();
+  }
+  size_t IndexOf(const WorkerState* w) const {
+    return static_cast<size_t>(std::find(all.begin(), all.end(), w) - all.begin());
+  }
+};
+
+std::unique_ptr<RoutingPolicy> MakePolicy(const std::string& mode, const std::string& kv_cost = "kvmesh",
+                                          double temperature = 0, double overlap_weight = 1,
+                                          uint64_t seed = 42) {
+  RouterRoutingConfig config;
+  config.mode = mode;
+  config.kv_cost = kv_cost;
+  config.temperature = temperature;
+  config.overlap_weight = overlap_weight;
+  auto policy = CreateRoutingPolicy(config, seed);
+  EXPECT_TRUE(policy.ok()) << policy.status().ToString();
+  return std::move(policy).value();
+}
+
+// Token ids of `blocks` full blocks, distinct per `stream` (so equal streams share hashes).
+std::vector<uint32_t> Tokens(uint32_t stream, uint32_t blocks) {
+  std::vector<uint32_t> t(size_t{blocks} * kBlock);
+  for (size_t i = 0; i < t.size(); ++i) t[i] = stream * 100003u + static_cast<uint32_t>(i);
+  return t;
+}
+
+std::vector<kv::BlockHash> Hashes(const std::vector<uint32_t>& tokens) {
+  kv::BlockHashOptions options;
+  options.block_size = kBlock;
+  auto hashes = kv::ComputeSequenceHashes(tokens, options);
+  EXPECT_TRUE(hashes.ok());
+  return std::move(hashes).value();
+}
+
+// A prompt: a shared part followed by a unique part.
+std::vector<uint32_t> Prompt(uint32_t shared_stream, uint32_t shared_blocks, uint32_t unique_stream,
+                             uint32_t unique_blocks) {
+  std::vector<uint32_t> t = Tokens(shared_stream, shared_blocks);
+  std::vector<uint32_t> u = Tokens(unique_stream, unique_blocks);
+  t.insert(t.end(), u.begin(), u.end());
+  return t;
+}
+
+// Feeds the index the way a worker's events would.
+class Events {
+ public:
+  explicit Events(kv::PrefixIndex& index) : index_(index) {}
+  void Store(kv::WorkerId w, std::span<const kv::BlockHash> hashes,
+             kv::Medium medium = kv::Medium::kG1) {
+    kv::BlockStored stored;
+    stored.hashes.assign(hashes.begin(), hashes.end());
+    stored.block_size = kBlock;
+    stored.medium = medium;
+    kv::KvEventBatch batch;
+    batch.events.push_back(std::move(stored));
+    index_.ApplyBatch(w, ++seq_[w], batch);
+  }
+
+ private:
+  kv::PrefixIndex& index_;
+  std::map<kv::WorkerId, uint64_t> seq_;
+};
+
+RouteInput Input(const std::vector<kv::BlockHash>& hashes, uint32_t prompt_tokens,
+                 uint32_t max_new = 16) {
+  RouteInput in;
+  in.hashes = hashes;
+  in.prompt_tokens = prompt_tokens;
+  in.max_new_tokens = max_new;
+  in.block_size = kBlock;
+  return in;
+}
+
+TEST(RoutingTest, CreateValidatesModeAndCost) {
+  RouterRoutingConfig config;
+  for (const char* mode : {"kv", "round_robin", "random", "least_loaded"}) {
+    config.mode = mode;
+    auto policy = CreateRoutingPolicy(config, 1);
+    ASSERT_TRUE(policy.ok()) << mode;
+    EXPECT_STREQ((*policy)->name(), mode);
+    EXPECT_EQ((*policy)->uses_overlap(), config.mode == "kv");
+  }
+  config.mode = "kv";
+  config.kv_cost = "dynamo";
+  EXPECT_TRUE(CreateRoutingPolicy(config, 1).ok());
+  config.kv_cost = "magic";
+  auto bad = CreateRoutingPolicy(config, 1);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("magic"), std::string::npos);
+  config.kv_cost = "kvmesh";
+  config.temperature = -1;
+  EXPECT_EQ(CreateRoutingPolicy(config, 1).status().code(), StatusCode::kInvalidArgument);
+  config.temperature = 0;
+  config.mode = "fastest";
+  bad = CreateRoutingPolicy(config, 1);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("fastest"), std::string::npos);
+}
+
+TEST(RoutingTest, RoundRobinCyclesInOrder) {
+  Fleet fleet(4);
+  auto policy = MakePolicy("round_robin");
+  kv::QueryResult none;
+  RouteInput in;
+  in.prompt_tokens = 10;
+  for (size_t i = 0; i < 12; ++i) {
+    RouteChoice c = policy->Choose(in, fleet.all, none);
+    EXPECT_EQ(c.worker, fleet.all[i % 4]) << i;
+    EXPECT_EQ(c.cost, 0);
+  }
+}
+
+TEST(RoutingTest, RandomCoversAllAndIsSeeded) {
+  Fleet fleet(8);
+  auto a = MakePolicy("random", "kvmesh", 0, 1, 7);
+  auto b = MakePolicy("random", "kvmesh", 0, 1, 7);
+  auto other = MakePolicy("random", "kvmesh", 0, 1, 8);
+  kv::QueryResult none;
+  RouteInput in;
+  std::vector<int> counts(8);
+  bool differs = false;
+  for (int i = 0; i < 4000; ++i) {
+    WorkerState* w = a->Choose(in, fleet.all, none).worker;
+    EXPECT_EQ(w, b->Choose(in, fleet.all, none).worker);  // same seed, same draws
+    differs |= w != other->Choose(in, fleet.all, none).worker;
+    ++counts[fleet.IndexOf(w)];
+  }
+  EXPECT_TRUE(differs);
+  for (int c : counts) {  // expected 500 each
+    EXPECT_GT(c, 350);
+    EXPECT_LT(c, 650);
+  }
+}
+
+TEST(RoutingTest, LeastLoadedPicksMinimumThenFewestBlocksTiesAtRandom) {
+  Fleet fleet(5);
+  const uint32_t inflight[] = {3, 1, 1, 2, 1};
+  const uint64_t blocks[] = {0, 40, 12, 0, 30};
+  for (size_t i = 0; i < 5; ++i) {
+    fleet.all[i]->inflight = inflight[i];
+    fleet.all[i]->decode_blocks = blocks[i];
+  }
+  auto policy = MakePolicy("least_loaded");
+  kv::QueryResult none;
+  RouteInput in;
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(policy->Choose(in, fleet.all, none).worker, fleet.all[2]);
+
+  fleet.all[4]->decode_blocks = 12;  // now workers 2 and 4 tie
+  std::vector<int> counts(5);
+  for (int i = 0; i < 400; ++i) ++counts[fleet.IndexOf(policy->Choose(in, fleet.all, none).worker)];
+  EXPECT_EQ(counts[0] + counts[1] + counts[3], 0);
+  EXPECT_GT(counts[2], 120);
+  EXPECT_GT(counts[4], 120);
+}
+
+TEST(RoutingTest, DynamoCostByHand) {
+  kv::PrefixIndex index;
+  Events events(index);
+  Fleet fleet(3);
+  // Prompt of 100 tokens: ceil(100/16) = 7 blocks, 6 full blocks hashed.
+  std::vector<uint32_t> tokens = Tokens(1, 7);
+  tokens.resize(100);
+  const std::vector<kv::BlockHash> h = Hashes(tokens);
+  ASSERT_EQ(h.size(), 6u);
+  events.Store(fleet.all[0]->id, std::span(h).first(4));           // overlap 4
+  events.Store(fleet.all[2]->id, h, kv::Medium::kG3);               // overlap 6 (tier ignored)
+  index.AddPredicted(fleet.all[1]->id, h, std::chrono::seconds(60));  // predictions ignored
+  fleet.all[0]->decode_blocks = 10;
+  fleet.all[1]->decode_blocks = 2;
+  fleet.all[2]->decode_blocks = 5;
+  fleet.all[1]->prefill_tokens = 5000;  // ignored by the dynamo cost
+  const kv::QueryResult q = index.Query(h);
+  auto policy = MakePolicy("kv", "dynamo", 0, /*overlap_weight=*/2.0);
+  const RouteInput in = Input(h, 100);
+
+  // cost = 2 * (7 - overlap) + decode_blocks
+  const double expected[] = {2.0 * (7 - 4) + 10, 2.0 * 7 + 2, 2.0 * (7 - 6) + 5};
+  for (size_t i = 0; i < 3; ++i) {
+    WorkerState* one[] = {fleet.all[i]};
+    EXPECT_EQ(policy->Choose(in, one, q).cost, expected[i]) << i;
+  }
+  RouteChoice c = policy->Choose(in, fleet.all, q);
+  EXPECT_EQ(c.worker, fleet.all[2]);
+  EXPECT_EQ(c.cost, 7.0);
+  EXPECT_EQ(c.overlap_blocks, 6u);
+  EXPECT_EQ(c.overlap_predicted, 6u);
+}
+
+TEST(RoutingTest, KvmeshCostByHand) {
+  kv::PrefixIndex index;
+  Events events(index);
+  Fleet fleet(1);
+  const std::vector<kv::BlockHash> h = Hashes(Tokens(3, 10));
+  // Leading run: blocks 0-3 in G1, 4-5 in G2, 6-7 in G3, 8 predicted only; block 9 nowhere.
+  events.Store(1, std::span(h).subspan(0, 4), kv::Medium::kG1);
+  events.Store(1, std::span(h).subspan(4, 2), kv::Medium::kG2);
+  events.Store(1, std::span(h).subspan(6, 2), kv::Medium::kG3);
+  index.AddPredicted(1, std::span(h).first(9), std::chrono::seconds(60));
+  WorkerState& w = *fleet.all[0];
+  w.prefill_tokens = 64;  // 4 blocks queued
+  w.decode_blocks = 7;
+  w.inflight = 3;
+  auto policy = MakePolicy("kv", "kvmesh", 0, /*overlap_weight=*/1.5);
+  RouteChoice c = policy->Choose(Input(h, 160), fleet.all, index.Query(h));
+  // cached = 4 + 0.75*2 + 0.5*2 + 0.5*1 = 7; prefill = 10 - 7 = 3
+  // cost = 1.5 * 3 + 64/16 + 0.25 * 7 + 3
+  EXPECT_DOUBLE_EQ(c.cost, 1.5 * 3 + 4 + 0.25 * 7 + 3);
+  EXPECT_EQ(c.overlap_blocks, 8u);
+  EXPECT_EQ(c.overlap_predicted, 9u);
+}
+
+TEST(RoutingTest, SoftmaxFollowsTheExpectedDistribution) {
+  Fleet fleet(3);
+  fleet.all[1]->decode_blocks = 10;
+  fleet.all[2]->decode_blocks = 20;
+  kv::QueryResult none;
+  const std::vector<kv::BlockHash> h;
+  const RouteInput in = Input(h, kBlock);  // costs 1, 11, 21 -> normalized 0, 0.5, 1
+  auto hot = MakePolicy("kv", "dynamo", /*temperature=*/0.5);
+  std::vector<int> counts(3);
+  const int kDraws = 20000;
+  for (int i = 0; i < kDraws; ++i) {
+    RouteChoice c = hot->Choose(in, fleet.all, none);
+    const size_t k = fleet.IndexOf(c.worker);
+    ++counts[k];
+    EXPECT_EQ(c.cost, 1.0 + 10.0 * static_cast<double>(k));
+  }
+  // P ~ exp(-normalized / 0.5) = 1, e^-1, e^-2.
+  const double z = 1 + std::exp(-1.0) + std::exp(-2.0);
+  const double p[] = {1 / z, std::exp(-1.0) / z, std::exp(-2.0) / z};
+  for (size_t k = 0; k < 3; ++k) {
+    EXPECT_NEAR(counts[k] / static_cast<double>(kDraws), p[k], 0.03) << k;
+  }
+  // Temperature 0: always the cheapest.
+  auto cold = MakePolicy("kv", "dynamo", 0);
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(cold->Choose(in, fleet.all, none).worker, fleet.all[0]);
+  // Equal costs with temperature > 0: uniform.
+  fleet.all[1]->decode_blocks = 0;
+  fleet.all[2]->decode_blocks = 0;
+  std::fill(counts.begin(), counts.end(), 0);
+  for (int i = 0; i < 3000; ++i) ++counts[fleet.IndexOf(hot->Choose(in, fleet.all, none).worker)];
+  for (int c : counts) EXPECT_GT(c, 800);
+}
+
+TEST(RoutingTest, KvmeshPrefersG1OverG2OverG3) {
+  kv::PrefixIndex index;
+  Events events(index);
+  Fleet fleet(3);
+  const std::vector<kv::BlockHash> h = Hashes(Tokens(5, 12));
+  events.Store(fleet.all[0]->id, std::span(h).first(8), kv::Medium::kG3);
+  events.Store(fleet.all[1]->id, std::span(h).first(8), kv::Medium::kG2);
+  events.Store(fleet.all[2]->id, std::span(h).first(8), kv::Medium::kG1);
+  const kv::QueryResult q = index.Query(h);
+  const RouteInput in = Input(h, 12 * kBlock);
+  auto kvmesh = MakePolicy("kv", "kvmesh");
+  EXPECT_EQ(kvmesh->Choose(in, fleet.all, q).worker, fleet.all[2]);
+  std::vector<WorkerState*> g2_g3 = {fleet.all[0], fleet.all[1]};
+  EXPECT_EQ(kvmesh->Choose(in, g2_g3, q).worker, fleet.all[1]);
+  // A G1 copy wins even against a G3 worker with slightly less load.
+  fleet.all[0]->decode_blocks = 0;
+  fleet.all[2]->decode_blocks = 3;  // G1 saves 8 * 0.5 = 4 blocks over G3
+  std::vector<WorkerState*> g1_g3 = {fleet.all[0], fleet.all[2]};
+  EXPECT_EQ(kvmesh->Choose(in, g1_g3, q).worker, fleet.all[2]);
+  // Dynamo is tier-blind: then the lighter G3 worker wins.
+  auto dynamo = MakePolicy("kv", "dynamo");
+  EXPECT_EQ(dynamo->Choose(in, g1_g3, q).worker, fleet.all[0]);
+}
+
+TEST(RoutingTest, PredictedOverlapAttractsARepeatedNewPrefixBeforeEvents) {
+  auto now = std::chrono::steady_clock::time_point{} + std::chrono::hours(1);
+  kv::PrefixIndexOptions options;
+  options.clock = [&now] { return now; };
+  kv::PrefixIndex index(options);
+  Fleet fleet(4);
+  for (WorkerState* w : fleet.all) w->decode_blocks = 100;  // an equally busy fleet
+  auto kvmesh = MakePolicy("kv", "kvmesh");
+  auto dynamo = MakePolicy("kv", "dynamo");
+  int kvmesh_followed = 0, dynamo_followed = 0;
+  const int kTrials = 40;
+  for (int trial = 0; trial < kTrials; ++trial) {
+    // A new 32-block document, asked about twice with different 1-block questions. The first
+    // request (short: it finished already) went to `first`; its events have not arrived yet.
+    const uint32_t doc = 1000 + static_cast<uint32_t>(trial);
+    const std::vector<kv::BlockHash> h1 = Hashes(Prompt(doc, 32, 1, 1));
+    const std::vector<kv::BlockHash> h2 = Hashes(Prompt(doc, 32, 2, 1));
+    WorkerState* first = kvmesh->Choose(Input(h1, 33 * kBlock), fleet.all, index.Query(h1)).worker;
+    index.AddPredicted(first->id, h1, std::chrono::seconds(2));  // what the router records
+
+    const kv::QueryResult q = index.Query(h2);
+    RouteChoice c = kvmesh->Choose(Input(h2, 33 * kBlock), fleet.all, q);
+    kvmesh_followed += c.worker == first;
+    EXPECT_EQ(c.overlap_blocks, 0u);
+    EXPECT_EQ(c.worker == first ? c.overlap_predicted : 32u, 32u);
+    dynamo_followed += dynamo->Choose(Input(h2, 33 * kBlock), fleet.all, q).worker == first;
+
+    // Past the TTL the prediction no longer counts.
+    now += std::chrono::seconds(3);
+    const kv::QueryResult stale = index.Query(h2);
+    WorkerState* only_first[] = {first};
+    EXPECT_EQ(kvmesh->Choose(Input(h2, 33 * kBlock), only_first, stale).overlap_predicted, 0u);
+  }
+  EXPECT_EQ(kvmesh_followed, kTrials);
+  EXPECT_LT(dynamo_followed, kTrials / 2);  // blind to predictions: ~1/4 by chance
+}
+
+// The trap: every request shares a long system prompt. Pure max-prefix routing sends them all
+// to the first worker that cached it; the load terms must spread them.
+struct TrapResult {
+  std::vector<int> per_worker;
+};
+
+enum class Feed { kEvents, kPredicted };
+
+// `policy` null = pure max-prefix (the trap), computed here.
+TrapResult RunSharedPrefixStream(RoutingPolicy* policy, Feed feed) {
+  constexpr int kWorkers = 8, kRequests = 400;
+  constexpr uint32_t kSystemBlocks = 64, kUniqueBlocks = 4, kMaxNew = 64;
+  constexpr int kPrefillSteps = 2, kLifetimeSteps = 24;  // ~3 requests in flight per worker
+  kv::PrefixIndex index;
+  Events events(index);
+  Fleet fleet(kWorkers);
+  struct Live {
+    WorkerState* w;
+    uint64_t prefill_tokens, decode_blocks;
+    int born;
+    bool prefilling;
+  };
+  std::deque<Live> live;
+  TrapResult result;
+  result.per_worker.assign(kWorkers, 0);
+  kv::QueryResult q;
+  for (int step = 0; step < kRequests; ++step) {
+    // Requests progress: prefill ends after kPrefillSteps, the request after kLifetimeSteps.
+    for (Live& r : live) {
+      if (r.prefilling && step - r.born >= kPrefillSteps) {
+        r.w->prefill_tokens -= r.prefill_tokens;
+        r.w->prefills_inflight -= 1;
+        r.prefilling = false;
+      }
+    }
+    while (!live.empty() && step - live.front().born >= kLifetimeSteps) {
+      Live& r = live.front();
+      r.w->decode_blocks -= r.decode_blocks;
+      r.w->inflight -= 1;
+      live.pop_front();
+    }
+    const std::vector<uint32_t> tokens =
+        Prompt(7, kSystemBlocks, 100 + static_cast<uint32_t>(step), kUniqueBlocks);
+    const std::vector<kv::BlockHash> h = Hashes(tokens);
+    const RouteInput in = Input(h, static_cast<uint32_t>(tokens.size()), kMaxNew);
+    index.QueryInto(h, {}, q);
+    RouteChoice c;
+    if (policy != nullptr) {
+      c = policy->Choose(in, fleet.all, q);
+    } else {
+      c.worker = fleet.all[0];
+      for (WorkerState* w : fleet.all) {
+        for (const kv::WorkerMatch& m : q.workers) {
+          if (m.worker == w->id && m.matched_blocks > c.overlap_blocks) {
+            c.worker = w;
+            c.overlap_blocks = m.matched_blocks;
+          }
+        }
+      }
+    }
+    // The load the router adds for it (what LoadGuard does).
+    Live r{c.worker, 0, 0, step, true};
+    r.prefill_tokens = in.prompt_tokens - std::min(in.prompt_tokens, c.overlap_blocks * kBlock);
+    r.decode_blocks = (in.prompt_tokens + kMaxNew + kBlock - 1) / kBlock;
+    c.worker->prefill_tokens += r.prefill_tokens;
+    c.worker->prefills_inflight += 1;
+    c.worker->decode_blocks += r.decode_blocks;
+    c.worker->inflight += 1;
+    live.push_back(r);
+    // The chosen worker now holds the prompt's blocks.
+    if (feed == Feed::kEvents) {
+      events.Store(c.worker->id, h);
+    } else {
+      index.AddPredicted(c.worker->id, h, std::chrono::hours(1));
+    }
+    ++result.per_worker[fleet.IndexOf(c.worker)];
+  }
+  return result;
+}
+
+TEST(RoutingTest, SharedSystemPromptDoesNotPileOntoOneWorker) {
+  constexpr int kFairShare = 400 / 8;
+  const TrapResult trap = RunSharedPrefixStream(nullptr, Feed::kEvents);
+  EXPECT_EQ(*std::max_element(trap.per_worker.begin(), trap.per_worker.end()), 400);
+
+  for (const char* cost : {"kvmesh", "dynamo"}) {
+    for (double temperature : {0.0, 0.2}) {
+      for (Feed feed : {Feed::kEvents, Feed::kPredicted}) {
+        auto policy = MakePolicy("kv", cost, temperature);
+        const TrapResult r = RunSharedPrefixStream(policy.get(), feed);
+        SCOPED_TRACE(std::string(cost) + " temperature " + std::to_string(temperature) +
+                     (feed == Feed::kEvents ? " events" : " predicted"));
+        // No worker takes more than twice its fair share, and at least half the fleet serves
+        // (pure max-prefix: one worker takes all 400). Workers may stay idle while the ones
+        // holding the 1,024-token prefix have room: computing it again costs more than a few
+        // more requests in flight there.
+        int used = 0;
+        for (int n : r.per_worker) {
+          EXPECT_LE(n, 2 * kFairShare);
+          used += n > 0;
+        }
+        EXPECT_GE(used, 4) << ::testing::PrintToString(r.per_worker);
+      }
+    }
+  }
+}
+
+TEST(RoutingTest, ThousandSparseIdsMapToTheirOverlaps) {
+  kv::PrefixIndex index;
+  Events events(index);
+  // Sparse, large ids (the mapping must not assume small dense ids).
+  Fleet fleet(1000, WorkerRole::kAggregated, 3'000'000'000u, 1'000'003u);
+  const std::vector<kv::BlockHash> h = Hashes(Tokens(9, 20));
+  for (size_t i = 0; i < fleet.all.size(); ++i) {
+    events.Store(fleet.all[i]->id, std::span(h).first(1 + i % 10));  // overlap 1..10
+  }
+  events.Store(fleet.all[637]->id, h);      // the one full match
+  events.Store(4242, h);                    // a worker that is not a candidate
+  const kv::QueryResult q = index.Query(h);
+  ASSERT_GE(q.workers.size(), 1001u);
+  for (const char* cost : {"kvmesh", "dynamo"}) {
+    auto policy = MakePolicy("kv", cost);
+    RouteChoice c = policy->Choose(Input(h, 20 * kBlock), fleet.all, q);
+    EXPECT_EQ(c.worker, fleet.all[637]) << cost;
+    EXPECT_EQ(c.overlap_blocks, 20u);
+    // Each worker's own overlap is found: the worker with 10 blocks beats those with fewer.
+    std::vector<WorkerState*> some = {fleet.all[0], fleet.all[9], fleet.all[5]};
+    RouteChoice d = policy->Choose(Input(h, 20 * kBlock), some, q);
+    EXPECT_EQ(d.worker, fleet.all[9]);
+    EXPECT_EQ(d.overlap_blocks, 10u);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// PlanPrefill.
+
+class PlanPrefillTest : public ::testing::Test {
+ protected:
+  PlanPrefillTest() : decode_fleet(1, WorkerRole::kDecode, 1), prefill_fleet(2, WorkerRole::kPrefill, 10) {
+    events = std::make_unique<Events>(index);
+    hashes = Hashes(Tokens(11, 40));  // 640 tokens
+    events->Store(1, std::span(hashes).first(30));  // decode worker: 30 blocks cached
+    events->Store(11, std::span(hashes).first(20));  // prefill worker 11 has some of it
+    config.mode = "conditional";
+    config.min_remote_prefill_tokens = 64;
+    config.max_prefill_queue = 2;
+    policy = MakePolicy("kv", "kvmesh");
+  }
+  PrefillPlan Plan(uint32_t prompt_tokens) {
+    prompt_hashes.assign(hashes.begin(), hashes.begin() + prompt_tokens / kBlock);
+    const RouteInput in = Input(prompt_hashes, prompt_tokens);
+    q = index.Query(prompt_hashes);
+    decode = policy->Choose(in, decode_fleet.all, q);
+    return PlanPrefill(config, in, decode, prefill_fleet.all, q, *policy);
+  }
+
+  kv::PrefixIndex index;
+  std::unique_ptr<Events> events;
+  Fleet decode_fleet, prefill_fleet;
+  std::vector<kv::BlockHash> hashes;
+  std::vector<kv::BlockHash> prompt_hashes;
+  RouterDisaggregationConfig config;
+  std::unique_ptr<RoutingPolicy> policy;
+  kv::QueryResult q;
+  RouteChoice decode;
+};
+
+TEST_F(PlanPrefillTest, Disabled) {
+  config.mode = "off";
+  PrefillPlan p = Plan(640);
+  EXPECT_FALSE(p.remote);
+  EXPECT_STREQ(p.reason, "disabled");
+  EXPECT_EQ(p.uncached_tokens, 640u - 30 * kBlock);
+}
+
+TEST_F(PlanPrefillTest, BelowThreshold) {
+  PrefillPlan p = Plan(30 * kBlock + 63);  // 63 uncached tokens on the decode worker
+  EXPECT_EQ(decode.overlap_blocks, 30u);
+  EXPECT_FALSE(p.remote);
+  EXPECT_STREQ(p.reason, "below_threshold");
+  EXPECT_EQ(p.uncached_tokens, 63u);
+  EXPECT_EQ(p.prefill_worker, nullptr);
+}
+
+TEST_F(PlanPrefillTest, RemoteToThePrefillWorkerWithOverlap) {
+  PrefillPlan p = Plan(30 * kBlock + 64);
+  EXPECT_TRUE(p.remote);
+  EXPECT_STREQ(p.reason, "remote");
+  EXPECT_EQ(p.uncached_tokens, 64u);
+  EXPECT_EQ(p.prefill_worker, prefill_fleet.all[1]);  // id 11 holds 20 blocks; id 10 none
+  // Queue full on 11: the other prefill worker takes it.
+  prefill_fleet.all[1]->prefills_inflight = 2;
+  p = Plan(640);
+  EXPECT_TRUE(p.remote);
+  EXPECT_EQ(p.prefill_worker, prefill_fleet.all[0]);
+}
+
+TEST_F(PlanPrefillTest, QueueFull) {
+  for (WorkerState* w : prefill_fleet.all) w->prefills_inflight = 2;
+  PrefillPlan p = Plan(640);
+  EXPECT_FALSE(p.remote);
+  EXPECT_STREQ(p.reason, "prefill_queue_full");
+  EXPECT_EQ(p.uncached_tokens, 640u - 30 * kBlock);
+}
+
+TEST_F(PlanPrefillTest, NoPrefillWorker) {
+  const RouteInput in = Input(hashes, 640);
+  q = index.Query(hashes);
+  decode = policy->Choose(in, decode_fleet.all, q);
+  PrefillPlan p = PlanPrefill(config, in, decode, {}, q, *policy);
+  EXPECT_FALSE(p.remote);
+  EXPECT_STREQ(p.reason, "no_prefill_worker");
+  // The decode worker itself (an aggregated worker) is never its own remote prefill worker.
+  Fleet agg(1);
+  decode = policy->Choose(in, agg.all, q);
+  p = PlanPrefill(config, in, decode, agg.all, q, *policy);
+  EXPECT_STREQ(p.reason, "no_prefill_worker");
+}
+
+TEST_F(PlanPrefillTest, AlwaysGoesRemoteEvenWhenFullyCached) {
+  config.mode = "always";
+  PrefillPlan p = Plan(30 * kBlock);
+  EXPECT_EQ(p.uncached_tokens, 0u);
+  EXPECT_TRUE(p.remote);
+  EXPECT_STREQ(p.reason, "remote");
+  ASSERT_NE(p.prefill_worker, nullptr);
+  for (WorkerState* w : prefill_fleet.all) w->prefills_inflight = 2;
+  EXPECT_STREQ(Plan(30 * kBlock).reason, "prefill_queue_full");
+}
+
+}  // namespace
+}  // namespace kvmesh::router

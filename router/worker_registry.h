@@ -1,0 +1,176 @@
+// WorkerRegistry: the router's set of workers, their health, circuit breakers and the load the
+// router itself has put on them.
+//
+// Membership comes from a static list, from a workers file (written by `kvmesh up` or the
+// operator; watched by polling its mtime/size/content and applied without restart), or from
+// SetWorkers(). A worker is identified by its URL: re-adding the same URL keeps its id and state;
+// a URL that disappears is removed (its index entries dropped by the KvIndexer).
+//
+// Health: a background thread GETs <url>/ready every health_interval (timeout health_timeout);
+// 200 = ready. Circuit breaker per worker: closed -> open after breaker_failures consecutive
+// failures (probe failures and request failures reported by the router count alike) -> after
+// breaker_open, half-open: exactly one request (or probe) is let through; success closes, failure
+// re-opens. A worker is routable when ready, breaker not open, and (half-open) its probe slot is
+// free.
+//
+// Load accounting: the router adds what it sends (LoadGuard) and removes it when the request ends,
+// so routing sees load without waiting for worker metrics: requests in flight, prompt tokens being
+// prefilled, KV blocks of requests being decoded.
+//
+// Threading: every method is thread-safe. Table() returns an immutable snapshot of membership
+// (shared_ptr, rebuilt on change) whose WorkerState entries hold atomics that change in place, so
+// a routing decision reads 1,000 workers without locks or copies.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "common/metrics.h"
+#include "common/status.h"
+#include "kv/prefix_index.h"
+
+namespace kvmesh::router {
+
+enum class WorkerRole { kAggregated, kPrefill, kDecode };
+const char* WorkerRoleName(WorkerRole role);  // "aggregated", "prefill", "decode"
+StatusOr<WorkerRole> ParseWorkerRole(std::string_view name);
+inline bool CanDecode(WorkerRole r) { return r != WorkerRole::kPrefill; }
+// Remote prefill goes to dedicated prefill workers only: an aggregated worker serves whole
+// requests (a fleet of aggregated workers never splits prefill from decode).
+inline bool CanPrefillRemote(WorkerRole r) { return r == WorkerRole::kPrefill; }
+
+struct WorkerSpec {
+  std::string url;   // http://host:port (no trailing slash); the identity of the worker
+  WorkerRole role = WorkerRole::kAggregated;
+  std::string name;  // for logs/metrics; "" = host:port of url
+  // KV events. Empty events_endpoint = ask the worker (GET /v1/kv/inventory carries
+  // events_endpoint, replay_endpoint, topic for kvmesh agents); a wildcard host (0.0.0.0, *) is
+  // replaced with the url's host. A vLLM worker needs them set here (it has no inventory).
+  std::string events_endpoint;
+  std::string replay_endpoint;
+  std::string topic;
+  bool has_inventory = true;  // false for vLLM/SGLang workers (no GET /v1/kv/inventory)
+};
+
+// "URL" or "URL=ROLE".
+StatusOr<WorkerSpec> ParseWorkerUrl(std::string_view text);
+// Workers file (YAML or JSON):
+//   workers:
+//     - url: http://127.0.0.1:8101
+//       role: prefill              # aggregated (default) | prefill | decode
+//       name: prefill-0            # optional
+//       events_endpoint: tcp://127.0.0.1:5557   # optional (required for vllm)
+//       replay_endpoint: tcp://127.0.0.1:5558   # optional
+//       topic: kv-events                        # optional
+//       kind: kvmesh               # kvmesh (default) | vllm (no inventory endpoint)
+// Errors name the entry and field. Duplicate URLs are an error.
+StatusOr<std::vector<WorkerSpec>> ParseWorkerFile(std::string_view text);
+
+enum class BreakerState { kClosed, kOpen, kHalfOpen };
+const char* BreakerStateName(BreakerState s);  // "closed", "open", "half_open"
+
+// One worker's live state. Fields change in place (atomics); the object lives as long as any
+// table snapshot or guard refers to it.
+struct WorkerState {
+  kv::WorkerId id = 0;
+  WorkerSpec spec;
+  std::atomic<bool> ready{false};
+  std::atomic<bool> removed{false};
+  std::atomic<int> breaker{static_cast<int>(BreakerState::kClosed)};
+  std::atomic<uint32_t> consecutive_failures{0};
+  std::atomic<int64_t> open_until_ns{0};        // steady clock; breaker open until then
+  std::atomic<bool> half_open_probe_taken{false};
+  // Router-side load.
+  std::atomic<uint32_t> inflight{0};           // requests the router has on this worker
+  std::atomic<uint32_t> prefills_inflight{0};  // of which prefill (remote or local) not done yet
+  std::atomic<uint64_t> prefill_tokens{0};     // uncached prompt tokens being prefilled
+  std::atomic<uint64_t> decode_blocks{0};      // KV blocks held by requests decoding here
+
+  BreakerState breaker_state() const { return static_cast<BreakerState>(breaker.load()); }
+};
+
+using WorkerTable = std::vector<std::shared_ptr<WorkerState>>;
+
+// What one routed request adds to a worker's load; removed on destruction (or by the Set*/Done
+// methods as the request moves from prefill to decode).
+class LoadGuard {
+ public:
+  LoadGuard() = default;
+  LoadGuard(std::shared_ptr<WorkerState> worker, uint64_t prefill_tokens, uint64_t decode_blocks,
+            bool counts_as_prefill);
+  ~LoadGuard();
+  LoadGuard(LoadGuard&& other) noexcept;
+  LoadGuard& operator=(LoadGuard&& other) noexcept;
+  LoadGuard(const LoadGuard&) = delete;
+  LoadGuard& operator=(const LoadGuard&) = delete;
+  void PrefillDone();  // the prefill part ended (first token seen): drop prefill tokens/slot
+  void Release();      // everything (idempotent)
+  WorkerState* worker() const { return worker_.get(); }
+
+ private:
+  std::shared_ptr<WorkerState> worker_;
+  uint64_t prefill_tokens_ = 0;
+  uint64_t decode_blocks_ = 0;
+  bool prefill_slot_ = false;
+};
+
+struct WorkerRegistryOptions {
+  std::vector<WorkerSpec> static_workers;
+  std::string file;  // workers file, "" = none
+  std::chrono::milliseconds file_poll_interval{1000};
+  std::chrono::milliseconds health_interval{1000};
+  std::chrono::milliseconds health_timeout{1000};
+  uint32_t breaker_failures = 3;
+  std::chrono::milliseconds breaker_open{5000};
+  uint32_t max_inflight_per_worker = 256;
+  // Called (from the registry's thread) after membership changed: the new table, the workers
+  // added and the ids removed. The router wires this to KvIndexer::AddWorker/RemoveWorker.
+  std::function<void(const WorkerTable& added, const std::vector<kv::WorkerId>& removed)> on_change;
+};
+
+class WorkerRegistry {
+ public:
+  // Registers kvmesh_router_workers{role,state} and kvmesh_router_worker_* metrics in `metrics`
+  // (may be null). Errors: a static URL or the workers file that does not parse.
+  static StatusOr<std::unique_ptr<WorkerRegistry>> Create(WorkerRegistryOptions options,
+                                                          MetricsRegistry* metrics);
+  ~WorkerRegistry();  // Stop()
+  WorkerRegistry(const WorkerRegistry&) = delete;
+  WorkerRegistry& operator=(const WorkerRegistry&) = delete;
+
+  Status Start();  // health + file threads; probes every worker once before returning
+  void Stop();
+
+  // Replaces the dynamic membership (static workers stay). Returns the added/removed count.
+  void SetWorkers(std::vector<WorkerSpec> workers);
+
+  std::shared_ptr<const WorkerTable> Table() const;
+  std::shared_ptr<WorkerState> Find(kv::WorkerId id) const;
+
+  // Routable now: ready, breaker closed (or half-open with the probe slot free: this call does
+  // not take the slot), inflight < max_inflight_per_worker.
+  bool Routable(const WorkerState& w) const;
+  // Takes the half-open probe slot if needed; false if another request holds it or the breaker
+  // is open. Call right before sending to the worker.
+  bool Admit(WorkerState& w);
+  void ReportSuccess(WorkerState& w);
+  void ReportFailure(WorkerState& w);  // connect error, 5xx, broken stream
+
+  uint32_t max_inflight_per_worker() const { return options_.max_inflight_per_worker; }
+
+ private:
+  WorkerRegistry(WorkerRegistryOptions options, MetricsRegistry* metrics);
+  struct Impl;
+  WorkerRegistryOptions options_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kvmesh::router
