@@ -13,12 +13,16 @@ int VersionCommand(std::span<char*> /*args*/) {
 std::span<const Command> AllCommands() {
   static const std::array kCommands = {
       // One line per command, sorted by name.
+      Command{"bench", "load generator for any OpenAI-compatible endpoint (synthetic or trace replay)",
+              &BenchCommand},
       Command{"generate", "generate text with the built-in engine (CPU), print usage and stats",
               &GenerateCommand},
       Command{"hash", "print the block hashes of a token sequence (JSON)", &HashCommand},
       Command{"kv-demo", "replay a trace through the KV tiers, report hits", &KvDemoCommand},
       Command{"model", "create a built-in synthetic model folder (model create --preset)",
               &ModelCommand},
+      Command{"up", "run an InferenceGraph locally: router + prefill/decode agents as child processes",
+              &UpCommand},
       Command{"version", "print the version", &VersionCommand},
   };
   return kCommands;

@@ -23,5 +23,7 @@ int HashCommand(std::span<char*> args);  // cli/hash_cmd.cc
 int GenerateCommand(std::span<char*> args);  // cli/generate_cmd.cc
 int KvDemoCommand(std::span<char*> args);  // cli/kv_demo_cmd.cc
 int ModelCommand(std::span<char*> args);   // cli/model_cmd.cc
+int UpCommand(std::span<char*> args);      // cli/up_cmd.cc
+int BenchCommand(std::span<char*> args);   // cli/bench_cmd.cc
 
 }  // namespace kvmesh::cli
