@@ -42,6 +42,19 @@ else
   echo "setup.sh: all ${#PACKAGES[@]} packages present"
 fi
 
+# Node.js + npm for the end-to-end test with the official `openai` npm client
+# (tests/router_openai_test.sh). Debian 12's nodejs (18) and npm packages are enough; a machine that
+# already has Node.js from elsewhere (whose nodejs package bundles npm and conflicts with Debian's
+# npm package) keeps it.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "setup.sh: installing nodejs npm"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends nodejs npm
+fi
+
 # The Debian prometheus package starts a system service on install; tests run their own server
 # on a free loopback port, so the packaged one is not needed.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then
