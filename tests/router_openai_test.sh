@@ -4,31 +4,11 @@
 # agent + router, builtin:tiny) serves chat and completions, streaming and not; models.list; typed
 # client errors. See docs/testing-router.md.
 set -euo pipefail
-: "${KVMESH_BINARY_DIR:?}" "${KVMESH_SOURCE_DIR:?}"
-PY="${KVMESH_PYTHON3:-/usr/bin/python3}"
-tmp="$(mktemp -d)"
-export KVMESH_E2E_PIDFILE="$tmp/pids"
+source "$(dirname "$0")/router_e2e_lib.sh"
 serve_pid=""
 cleanup() {
   if [[ -n "$serve_pid" ]]; then kill -TERM "$serve_pid" 2>/dev/null || true; wait "$serve_pid" 2>/dev/null || true; fi
-  # Anything the Python side started and could not stop (it was killed): by pid, if still ours.
-  # SIGTERM first (kvmesh up stops its own children then), SIGKILL after 15 s.
-  if [[ -f "$tmp/pids" ]]; then
-    local left=()
-    while read -r p; do
-      if [[ -r /proc/$p/cmdline ]] && tr '\0' ' ' < "/proc/$p/cmdline" | grep -q kvmesh; then
-        kill -TERM "$p" 2>/dev/null && left+=("$p")
-      fi
-    done < "$tmp/pids"
-    for _ in $(seq 1 150); do
-      local alive=0
-      for p in "${left[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-      [[ $alive -eq 0 ]] && break
-      sleep 0.1
-    done
-    for p in "${left[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-  fi
-  rm -rf "$tmp"
+  e2e_stop_leftovers
 }
 trap cleanup EXIT
 export KVMESH_CACHE_DIR="$tmp/cache"
