@@ -9,12 +9,15 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <thread>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "common/http_client.h"
 #include "common/log.h"
+#include "kv/block_hash.h"
 #include "kv/kv_event_zmq.h"
 
 namespace kvmesh::router {
@@ -129,6 +132,10 @@ struct KvIndexer::Impl {
     std::string agent_id;
     bool logged_problem = false;  // one loud log per failure streak
     std::chrono::steady_clock::time_point last_activity;  // last live message or snapshot
+    // Workers without inventory (vLLM, SGLang) hash blocks their own way: the worker's hash ->
+    // the router's (Dynamo-compatible) sequence hash, recomputed from the event's token ids.
+    std::unordered_map<kv::BlockHash, kv::BlockHash> foreign;
+    kv::KvEventBatch Translate(const kv::KvEventBatch& batch);
 
     bool Stopping() {
       std::lock_guard lock(mu);
@@ -186,8 +193,66 @@ struct KvIndexer::Impl {
   }
 };
 
+// vLLM/SGLang block hashes are not the router's: a BlockStored that carries its token ids is
+// re-hashed the kvmesh/Dynamo way (local XXH3 of the block's tokens, chained from the parent's
+// translated hash; LoRA name -> seed), and the worker's hashes are remembered so its later
+// BlockRemoved can be translated too. A BlockStored without token ids (or with a block size other
+// than the router's) is kept as it is: such a worker must publish compatible hashes itself. A
+// stored block whose parent is unknown cannot be chained and is skipped (the next full prefix
+// the worker stores brings it back).
+kv::KvEventBatch KvIndexer::Impl::Follower::Translate(const kv::KvEventBatch& batch) {
+  kv::KvEventBatch out;
+  out.ts = batch.ts;
+  out.dp_rank = batch.dp_rank;
+  const uint32_t bs = impl->options.block_size;
+  for (const kv::KvEvent& ev : batch.events) {
+    if (const auto* st = std::get_if<kv::BlockStored>(&ev)) {
+      const uint32_t ebs = st->block_size != 0 ? st->block_size : bs;
+      if (ebs != bs || st->token_ids.size() != st->hashes.size() * static_cast<size_t>(bs)) {
+        out.events.push_back(ev);
+        continue;
+      }
+      std::optional<kv::BlockHash> parent;
+      if (st->parent_hash) {
+        auto it = foreign.find(*st->parent_hash);
+        if (it == foreign.end()) continue;
+        parent = it->second;
+      }
+      const uint64_t seed = st->lora_name ? kv::SeedForLora(*st->lora_name) : kv::kBlockHashSeed;
+      out.events.push_back(ev);
+      kv::BlockStored& t = std::get<kv::BlockStored>(out.events.back());
+      t.parent_hash = parent;
+      const std::span<const uint32_t> tokens(st->token_ids);
+      for (size_t i = 0; i < st->hashes.size(); ++i) {
+        const kv::BlockHash local = kv::LocalBlockHash(tokens.subspan(i * bs, bs), seed);
+        const kv::BlockHash h = parent ? kv::ChainSequenceHash(*parent, local, seed) : local;
+        foreign[st->hashes[i]] = h;
+        t.hashes[i] = h;
+        parent = h;
+      }
+    } else if (std::holds_alternative<kv::BlockRemoved>(ev)) {
+      out.events.push_back(ev);
+      for (kv::BlockHash& h : std::get<kv::BlockRemoved>(out.events.back()).hashes) {
+        auto it = foreign.find(h);
+        if (it == foreign.end()) continue;  // stored untranslated (no token ids): removed as is
+        h = it->second;
+        foreign.erase(it);
+      }
+    } else {
+      foreign.clear();  // AllBlocksCleared
+      out.events.push_back(ev);
+    }
+  }
+  return out;
+}
+
 void KvIndexer::Impl::Follower::Apply(uint64_t seq, const kv::KvEventBatch& batch) {
-  impl->index->ApplyBatch(id, seq, batch);  // our own seq tracking decides about gaps
+  // Our own seq tracking decides about gaps.
+  if (worker->spec.has_inventory) {
+    impl->index->ApplyBatch(id, seq, batch);
+  } else {
+    impl->index->ApplyBatch(id, seq, Translate(batch));
+  }
   expected = seq + 1;
   has_expected = true;
   impl->Count(impl->c.batches, impl->m.batches);
@@ -251,6 +316,7 @@ bool KvIndexer::Impl::Follower::Resync(http::HttpClient& client) {
   last_live.reset();
   if (!spec.has_inventory) {
     impl->index->ClearWorker(id);
+    foreign.clear();
     has_expected = false;
     need_resync = false;
     synced.store(true);

@@ -17,6 +17,7 @@
 #include "common/metrics.h"
 #include "kv/kv_event_recorder.h"
 #include "kv/kv_event_zmq.h"
+#include "kv/block_hash.h"
 #include "kv/prefix_index.h"
 
 namespace kvmesh::router {
@@ -104,6 +105,16 @@ class FakeAgent {
     e.hashes.assign(hashes.begin(), hashes.end());
     e.block_size = options_.block_size;
     Emit(kv::KvEvent(std::move(e)), hashes, {}, publish);
+  }
+  // A BlockStored as vLLM publishes it: its own hashes, the blocks' token ids, a parent hash.
+  void StoreWithTokens(std::vector<uint64_t> hashes, std::vector<uint32_t> tokens,
+                       std::optional<uint64_t> parent) {
+    kv::BlockStored e;
+    e.hashes.assign(hashes.begin(), hashes.end());
+    e.token_ids = std::move(tokens);
+    e.parent_hash = parent;
+    e.block_size = options_.block_size;
+    Emit(kv::KvEvent(std::move(e)), hashes, {}, true);
   }
   void Remove(std::vector<uint64_t> hashes, bool publish = true) {
     kv::BlockRemoved e;
@@ -453,6 +464,49 @@ TEST(KvIndexerTest, VllmStyleWorkerWithoutInventory) {
   EXPECT_EQ(TotalBlocks(index, 3), 1u);
   EXPECT_EQ(indexer.Stats().resyncs, resyncs + 1);
   EXPECT_EQ(agent.inventory_requests(), 0);
+}
+
+// vLLM hashes blocks its own way: the indexer re-hashes stored blocks from their token ids so the
+// router's queries (Dynamo-compatible hashes) find them, and translates removals by vLLM's hash.
+TEST(KvIndexerTest, VllmHashesAreTranslatedFromTokenIds) {
+  FakeAgent agent(FakeAgent::VllmLike());
+  kv::PrefixIndex index;
+  KvIndexer indexer(&index, FastOptions(), nullptr);
+  auto w = Worker(4, agent.url());
+  w->spec.has_inventory = false;
+  w->spec.events_endpoint = agent.events_endpoint();
+  w->spec.topic = "kv-events";
+  indexer.AddWorker(w);
+  ASSERT_TRUE(WaitUntil([&] { return indexer.Synced(4); }));
+  WarmUp(agent, index, 4, 5000);  // no token ids: kept as published
+
+  std::vector<uint32_t> tokens(48);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<uint32_t>(100 + 7 * i);
+  agent.StoreWithTokens({0xA1, 0xA2}, {tokens.begin(), tokens.begin() + 32}, std::nullopt);
+  agent.StoreWithTokens({0xA3}, {tokens.begin() + 32, tokens.end()}, 0xA2);
+  kv::BlockHashOptions ho;
+  ho.block_size = 16;
+  auto ours = kv::ComputeSequenceHashes(tokens, ho);
+  ASSERT_TRUE(ours.ok());
+  ASSERT_EQ(ours->size(), 3u);
+  ASSERT_TRUE(WaitUntil([&] { return Holds(index, 4, (*ours)[2]); }));
+  EXPECT_TRUE(Holds(index, 4, (*ours)[0]));
+  EXPECT_TRUE(Holds(index, 4, (*ours)[1]));
+  EXPECT_FALSE(Holds(index, 4, 0xA1));
+  const kv::QueryResult q = index.Query(*ours);
+  ASSERT_EQ(q.workers.size(), 1u);
+  EXPECT_EQ(q.workers[0].worker, 4u);
+  EXPECT_EQ(q.workers[0].matched_blocks, 3u);
+
+  // Removal by vLLM's hash removes the router's; a stored block whose parent is unknown is skipped.
+  agent.Remove({0xA2});
+  ASSERT_TRUE(WaitUntil([&] { return !Holds(index, 4, (*ours)[1]); }));
+  EXPECT_TRUE(Holds(index, 4, (*ours)[0]));
+  agent.StoreWithTokens({0xB2}, {tokens.begin() + 16, tokens.begin() + 32}, 0xBEEF);
+  agent.Store({5999});
+  ASSERT_TRUE(WaitUntil([&] { return Holds(index, 4, 5999); }));
+  EXPECT_FALSE(Holds(index, 4, 0xB2));
+  EXPECT_FALSE(Holds(index, 4, (*ours)[1]));
 }
 
 TEST(KvIndexerTest, StopIsPromptWithUnreachableWorker) {
