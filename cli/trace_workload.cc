@@ -240,11 +240,15 @@ BenchRequest TraceRecordToRequest(const TraceRecord& record, const TraceMapping&
 
 std::optional<std::string> FindSharedTrace(std::string_view name) {
   const fs::path rel = fs::path("shared") / "data" / "traces" / std::string(name);
+  std::error_code ec;
+  if (const char* shared = std::getenv("KVMESH_SHARED_DIR"); shared != nullptr && *shared != '\0') {
+    const fs::path p = fs::path(shared) / "data" / "traces" / std::string(name);
+    if (fs::exists(p, ec)) return fs::weakly_canonical(p, ec).string();
+  }
   std::vector<fs::path> starts;
   if (const char* src = std::getenv("KVMESH_SOURCE_DIR"); src != nullptr && *src != '\0') {
     starts.emplace_back(fs::path(src) / "..");
   }
-  std::error_code ec;
   starts.push_back(fs::current_path(ec));
   fs::path exe = fs::read_symlink("/proc/self/exe", ec);
   if (!ec) starts.push_back(exe.parent_path());

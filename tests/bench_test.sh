@@ -119,8 +119,10 @@ assert s["requests_ok"] == 6 and s["ttft_ms"]["min"] > 0, s
 '
 echo "ok: chat run"
 
-# 4. Mooncake trace replay, scaled to the tiny model (512-token blocks -> 16 tokens).
-"$KVMESH" bench --url "$url" --trace mooncake_conversation_trace.jsonl --max-requests 20 \
+# 4. Mooncake trace replay, scaled to the tiny model (512-token blocks -> 16 tokens). The shared
+# folder is found as the other tests find it (a clean clone elsewhere still reaches the data).
+trace="$(bash "$KVMESH_SOURCE_DIR/scripts/shared_dir.sh")/data/traces/mooncake_conversation_trace.jsonl"
+"$KVMESH" bench --url "$url" --trace "$trace" --max-requests 20 \
   --length-scale 0.03125 --time-scale 0.01 --max-output-tokens 8 --sla-ttft-ms 60000 \
   --json "$tmp/trace.json" --plot "$tmp/trace.svg" >"$tmp/trace.out" 2>"$tmp/trace.err" \
   || fail "trace run: $(cat "$tmp/trace.err")"
