@@ -367,6 +367,13 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       GracefulClose();
       return;
     }
+    // The disconnect-detecting read of an async request was cancelled, but its handler may not
+    // have run yet (the write's completion can reach the strand first); a second read on the
+    // stream before then is not allowed, so the handler starts the next read.
+    if (detect_pending_) {
+      read_after_detect_ = true;
+      return;
+    }
     DoRead();
   }
 
@@ -424,8 +431,22 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
 
   // While streaming, a pending read notices the client closing the connection at once.
   void DoDetectRead() {
+    detect_pending_ = true;
     stream_.async_read_some(net::buffer(drain_buf_),
                             [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+                              self->detect_pending_ = false;
+                              if (self->read_after_detect_) {
+                                self->read_after_detect_ = false;
+                                if (self->state_ == State::kClosed) return;
+                                // Bytes read here belonged to a pipelined request: they are
+                                // gone, so close rather than parse the rest.
+                                if (!ec && n > 0) {
+                                  self->GracefulClose();
+                                } else {
+                                  self->DoRead();
+                                }
+                                return;
+                              }
                               if (self->state_ != State::kStreaming && self->state_ != State::kAsync) {
                                 return;
                               }
@@ -498,6 +519,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   std::deque<std::string> out_;
   bool writing_ = false;
   bool last_queued_ = false;
+  bool detect_pending_ = false;     // a DoDetectRead is outstanding
+  bool read_after_detect_ = false;  // OnWrite left the next DoRead to that read's handler
   std::size_t drained_ = 0;
   char drain_buf_[4096];
 };

@@ -7,6 +7,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
+#include <atomic>
 #include <condition_variable>
 #include <future>
 #include <mutex>
@@ -407,6 +408,34 @@ TEST(HttpServerTest, AsyncHandlerAnswersFromAnotherThreadOnAKeptAliveConnection)
   ASSERT_TRUE(d.ok());
   EXPECT_EQ(d->status, 500);  // a handler that drops its responder still answers
   for (auto& t : workers) t.join();
+}
+
+// An async handler that answers at once, many times over kept-alive connections: the answer's
+// write can complete before the cancelled disconnect-detecting read has run its handler, and
+// the server must not start the next request's read while that read is still pending (Beast
+// asserts on two reads in flight on one stream).
+TEST(HttpServerTest, ImmediateAsyncAnswersOnKeptAliveConnectionsNeverOverlapReads) {
+  HttpServerOptions options;
+  options.num_threads = 4;
+  HttpServer server(options);
+  server.RouteAsync("POST", "/now", [](const HttpRequest& r, std::shared_ptr<Responder> resp) {
+    resp->Respond(JsonResponse(r.body.size() % 2 == 0 ? 200 : 503, "{}"));
+  });
+  ASSERT_TRUE(server.Start().ok());
+  std::atomic<int> ok{0};
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 4; ++c) {
+    clients.emplace_back([&, c] {
+      HttpClient client;
+      for (int i = 0; i < 500; ++i) {
+        auto r = client.Post(Url(server, "/now"), std::string(static_cast<size_t>(i + c), 'x'));
+        if (r.ok() && r->status == ((i + c) % 2 == 0 ? 200 : 503)) ++ok;
+      }
+      EXPECT_EQ(client.connections_opened(), 1u);
+    });
+  }
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(ok.load(), 2000);
 }
 
 TEST(HttpServerTest, AsyncHandlerCanStreamAndSeesDisconnectWhileWaiting) {
