@@ -18,6 +18,7 @@
 #include "agent/engine/model_weights.h"
 #include "agent/transfer/transfer_handle.h"
 #include "agent/transfer/ucx_transport.h"
+#include "common/file_util.h"
 #include "common/log.h"
 
 namespace kvmesh::agent {
@@ -225,16 +226,7 @@ Status Agent::WriteReadyFile() const {
       {"model", served_model_},
       {"pid", static_cast<int64_t>(::getpid())},
   };
-  const std::string tmp = config_.ready_file + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    if (!out) return UnavailableError("cannot write ready file " + tmp);
-    out << j.dump() << "\n";
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, config_.ready_file, ec);
-  if (ec) return UnavailableError("cannot rename ready file to " + config_.ready_file + ": " + ec.message());
-  return Status::Ok();
+  return WriteFileAtomic(config_.ready_file, j.dump() + "\n");
 }
 
 void Agent::LeaseLoop() {

@@ -2,8 +2,8 @@
 // TierManager with a G2 host tier and a G3 disk tier) and reports per-tier hits.
 //
 // Each trace record's hash_ids are 512-token prefix blocks; the demo synthesizes 512
-// deterministic tokens per id (same id -> same tokens), re-chunks them at --block-size and hashes
-// them with kv/block_hash.h. A computed block's bytes are derived from its hash, so every block
+// deterministic tokens per id (same id -> same tokens; kv/trace_loader.h), re-chunks them at
+// --block-size and hashes them with kv/block_hash.h. A computed block's bytes are derived from its hash, so every block
 // served from cache (G1, G2 or G3) is verified byte for byte; any mismatch fails the run.
 // Requests run in a bounded window: when it is full, the oldest request finishes and frees its
 // blocks (they stay cached in G1 until evicted). Only prompt blocks are modeled (no decode).
@@ -32,6 +32,7 @@
 #include "kv/block_pool.h"
 #include "kv/kv_event.h"
 #include "kv/tier_manager.h"
+#include "kv/trace_loader.h"
 
 namespace kvmesh::cli {
 namespace {
@@ -40,8 +41,9 @@ namespace fs = std::filesystem;
 using kv::BlockHash;
 using kv::BlockId;
 
+constexpr std::string_view kTraceName = "mooncake_conversation_trace.jsonl";
+constexpr uint32_t kVocabSize = 128000;  // token ids synthesized from the trace's hash ids
 constexpr std::string_view kTraceRel = "shared/data/traces/mooncake_conversation_trace.jsonl";
-constexpr uint32_t kTraceBlockTokens = 512;
 
 struct DemoFlags {
   std::string trace;
@@ -138,56 +140,6 @@ StatusOr<DemoFlags> ParseFlags(std::span<char*> args, bool* help) {
   return f;
 }
 
-// The default trace: $KVMESH_SOURCE_DIR/../shared/..., else ../shared/... looked up from the
-// working directory and from the executable's directory upwards.
-std::optional<std::string> FindTrace() {
-  std::vector<fs::path> starts;
-  if (const char* src = std::getenv("KVMESH_SOURCE_DIR"); src != nullptr && *src != '\0') {
-    starts.emplace_back(fs::path(src) / "..");
-  }
-  std::error_code ec;
-  starts.push_back(fs::current_path(ec));
-  fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  if (!ec) starts.push_back(exe.parent_path());
-  for (const auto& s : starts) {
-    fs::path dir = s;
-    for (int up = 0; up < 6 && !dir.empty(); ++up) {
-      fs::path p = dir / kTraceRel;
-      if (fs::exists(p, ec)) return fs::weakly_canonical(p, ec).string();
-      if (dir == dir.parent_path()) break;
-      dir = dir.parent_path();
-    }
-  }
-  return std::nullopt;
-}
-
-struct TraceRecord {
-  uint32_t input_length = 0;
-  std::vector<uint64_t> hash_ids;
-};
-
-StatusOr<std::vector<TraceRecord>> LoadTrace(const std::string& path, size_t max) {
-  std::ifstream in(path);
-  if (!in) return NotFoundError("cannot open trace " + path);
-  std::vector<TraceRecord> out;
-  std::string line;
-  size_t lineno = 0;
-  while (std::getline(in, line) && (max == 0 || out.size() < max)) {
-    ++lineno;
-    if (line.empty()) continue;
-    try {
-      auto j = nlohmann::json::parse(line);
-      TraceRecord r;
-      r.input_length = j.at("input_length").get<uint32_t>();
-      r.hash_ids = j.at("hash_ids").get<std::vector<uint64_t>>();
-      out.push_back(std::move(r));
-    } catch (const std::exception& e) {
-      return InvalidArgumentError(path + ":" + std::to_string(lineno) + ": " + e.what());
-    }
-  }
-  return out;
-}
-
 uint64_t SplitMix64(uint64_t x) {
   x += 0x9E3779B97F4A7C15ull;
   x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -230,7 +182,7 @@ struct Running {
 int Run(const DemoFlags& flags) {
   std::string trace = flags.trace;
   if (trace.empty()) {
-    auto found = FindTrace();
+    auto found = kv::FindSharedTrace(kTraceName);
     if (!found) {
       std::fprintf(stderr, "kv-demo: trace not found (../%.*s); pass --trace PATH\n",
                    static_cast<int>(kTraceRel.size()), kTraceRel.data());
@@ -238,7 +190,7 @@ int Run(const DemoFlags& flags) {
     }
     trace = *found;
   }
-  auto records = LoadTrace(trace, flags.max_requests);
+  auto records = kv::LoadMooncakeTrace(trace, flags.max_requests);
   if (!records.ok()) {
     std::fprintf(stderr, "kv-demo: %s\n", records.status().ToString().c_str());
     return 1;
@@ -301,15 +253,9 @@ int Run(const DemoFlags& flags) {
   };
 
   const auto t0 = std::chrono::steady_clock::now();
-  for (const TraceRecord& r : *records) {
-    const size_t max_tokens = r.hash_ids.size() * kTraceBlockTokens;
-    const size_t n_tokens = std::min<size_t>(r.input_length, max_tokens);
-    tokens.resize(n_tokens);
-    for (size_t t = 0; t < n_tokens; ++t) {
-      uint64_t id = r.hash_ids[t / kTraceBlockTokens];
-      tokens[t] = static_cast<uint32_t>(SplitMix64(id * kTraceBlockTokens + t % kTraceBlockTokens) %
-                                        128000);
-    }
+  for (const kv::TraceRecord& r : *records) {
+    tokens = kv::MooncakePromptTokens(r, kVocabSize);
+    const size_t n_tokens = tokens.size();
     auto hashes_or = kv::ComputeSequenceHashes(tokens, ho);
     if (!hashes_or.ok()) {
       std::fprintf(stderr, "kv-demo: %s\n", hashes_or.status().ToString().c_str());

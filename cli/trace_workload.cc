@@ -3,15 +3,9 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
-#include <cstdlib>
-#include <filesystem>
-#include <fstream>
-#include <nlohmann/json.hpp>
 
 namespace kvmesh::bench {
 namespace {
-
-namespace fs = std::filesystem;
 
 uint64_t SplitMix64(uint64_t x) {
   x += 0x9E3779B97F4A7C15ull;
@@ -159,34 +153,6 @@ std::vector<double> PoissonArrivals(double rate, uint64_t seed, size_t n) {
 
 // --- trace -----------------------------------------------------------------------------------
 
-StatusOr<std::vector<TraceRecord>> LoadMooncakeTrace(const std::string& path, size_t max_records) {
-  std::ifstream in(path);
-  if (!in) return NotFoundError("cannot open trace '" + path + "'");
-  std::vector<TraceRecord> out;
-  std::string line;
-  size_t lineno = 0;
-  while ((max_records == 0 || out.size() < max_records) && std::getline(in, line)) {
-    ++lineno;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const std::string where = path + ":" + std::to_string(lineno) + ": ";
-    try {
-      const auto j = nlohmann::json::parse(line);
-      TraceRecord r;
-      r.timestamp_ms = j.contains("timestamp") ? j.at("timestamp").get<double>() : 0.0;
-      r.input_length = j.at("input_length").get<uint32_t>();
-      r.output_length = j.at("output_length").get<uint32_t>();
-      r.hash_ids = j.at("hash_ids").get<std::vector<uint64_t>>();
-      if (r.hash_ids.empty()) return InvalidArgumentError(where + "hash_ids is empty");
-      if (r.input_length == 0) return InvalidArgumentError(where + "input_length is 0");
-      if (!(r.timestamp_ms >= 0)) return InvalidArgumentError(where + "negative timestamp");
-      out.push_back(std::move(r));
-    } catch (const std::exception& e) {
-      return InvalidArgumentError(where + e.what());
-    }
-  }
-  return out;
-}
-
 Status TraceMapping::Validate() const {
   if (trace_block_tokens == 0) return InvalidArgumentError("trace_block_tokens must be > 0");
   if (!(length_scale > 0 && length_scale <= 16)) {
@@ -236,32 +202,6 @@ BenchRequest TraceRecordToRequest(const TraceRecord& record, const TraceMapping&
   req.max_tokens = out;
   req.arrival_s = record.timestamp_ms * m.time_scale / 1000.0;
   return req;
-}
-
-std::optional<std::string> FindSharedTrace(std::string_view name) {
-  const fs::path rel = fs::path("shared") / "data" / "traces" / std::string(name);
-  std::error_code ec;
-  if (const char* shared = std::getenv("KVMESH_SHARED_DIR"); shared != nullptr && *shared != '\0') {
-    const fs::path p = fs::path(shared) / "data" / "traces" / std::string(name);
-    if (fs::exists(p, ec)) return fs::weakly_canonical(p, ec).string();
-  }
-  std::vector<fs::path> starts;
-  if (const char* src = std::getenv("KVMESH_SOURCE_DIR"); src != nullptr && *src != '\0') {
-    starts.emplace_back(fs::path(src) / "..");
-  }
-  starts.push_back(fs::current_path(ec));
-  fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  if (!ec) starts.push_back(exe.parent_path());
-  for (const auto& s : starts) {
-    fs::path dir = s;
-    for (int up = 0; up < 6 && !dir.empty(); ++up) {
-      fs::path p = dir / rel;
-      if (fs::exists(p, ec)) return fs::weakly_canonical(p, ec).string();
-      if (dir == dir.parent_path()) break;
-      dir = dir.parent_path();
-    }
-  }
-  return std::nullopt;
 }
 
 }  // namespace kvmesh::bench

@@ -6,7 +6,8 @@
 //    `num_prefixes` groups (the first round(shared_prefix_ratio * input_len) tokens), the rest
 //    random. Token-id prompts for /v1/completions; for chat, text built from a seeded word list.
 //  - Mooncake trace replay (JSONL: timestamp [ms], input_length, output_length, hash_ids of
-//    512-token blocks). Each hash id becomes a block of deterministic token ids: the tokens of a
+//    512-token blocks; read by kv/trace_loader.h). Each hash id becomes a block of deterministic
+//    token ids: the tokens of a
 //    block are a pure function of (hash id, position, vocab_size), so equal ids give equal tokens
 //    and a shorter (last, partial) block is a prefix of the full one. --length-scale shrinks
 //    blocks (512 -> 16 for the tiny model) and output lengths; --time-scale stretches timestamps.
@@ -23,6 +24,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "kv/trace_loader.h"
 
 namespace kvmesh::bench {
 
@@ -78,17 +80,10 @@ double PoissonGap(double rate, uint64_t seed, uint64_t k);
 
 // --- Mooncake trace ---------------------------------------------------------------------------
 
-struct TraceRecord {
-  double timestamp_ms = 0;
-  uint32_t input_length = 0;
-  uint32_t output_length = 0;
-  std::vector<uint64_t> hash_ids;
-};
-
-// Reads at most `max_records` records (0 = all) of a Mooncake JSONL file. NotFound when the file
-// cannot be opened; InvalidArgument "<path>:<line>: <what>" for a malformed line (missing field,
-// wrong type, no hash_ids, input_length 0). Blank lines are skipped.
-StatusOr<std::vector<TraceRecord>> LoadMooncakeTrace(const std::string& path, size_t max_records);
+// The trace file and where the shared one lives: kv/trace_loader.h.
+using kv::FindSharedTrace;
+using kv::LoadMooncakeTrace;
+using kv::TraceRecord;
 
 struct TraceMapping {
   uint32_t trace_block_tokens = 512;  // block size the trace's hash ids were computed with
@@ -111,9 +106,5 @@ std::vector<int32_t> HashIdTokens(uint64_t hash_id, uint32_t n, uint32_t vocab_s
 // the same way (>= 1). Precondition: mapping.Validate() is OK and record.hash_ids is non-empty.
 BenchRequest TraceRecordToRequest(const TraceRecord& record, const TraceMapping& mapping,
                                   uint64_t index);
-
-// The default trace: $KVMESH_SOURCE_DIR/../shared/data/traces/<name>, else ../shared/... looked
-// up from the working directory and the executable's directory upwards. nullopt if not found.
-std::optional<std::string> FindSharedTrace(std::string_view name);
 
 }  // namespace kvmesh::bench

@@ -219,55 +219,7 @@ TEST(TraceMapping, UnscaledKeepsTraceLengths) {
   EXPECT_FALSE(bad.Validate().ok());
 }
 
-class TraceFileTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    dir_ =
-        std::filesystem::temp_directory_path() /
-        ("kvmesh-trace-test-" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) +
-         "-" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::create_directories(dir_);
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-  std::string Write(const std::string& text) {
-    const std::string p = (dir_ / "t.jsonl").string();
-    std::ofstream(p) << text;
-    return p;
-  }
-  std::filesystem::path dir_;
-};
-
-TEST_F(TraceFileTest, LoadsRecordsAndStopsAtMax) {
-  const std::string p = Write(
-      "{\"timestamp\": 0, \"input_length\": 600, \"output_length\": 5, \"hash_ids\": [0, 1]}\n"
-      "\n"
-      "{\"timestamp\": 250.5, \"input_length\": 10, \"output_length\": 7, \"hash_ids\": [0]}\n"
-      "{\"timestamp\": 300, \"input_length\": 10, \"output_length\": 7, \"hash_ids\": [3]}\n");
-  auto all = LoadMooncakeTrace(p, 0);
-  ASSERT_TRUE(all.ok()) << all.status().ToString();
-  ASSERT_EQ(all->size(), 3u);
-  EXPECT_DOUBLE_EQ((*all)[1].timestamp_ms, 250.5);
-  EXPECT_EQ((*all)[0].hash_ids, (std::vector<uint64_t>{0, 1}));
-  EXPECT_EQ((*all)[1].output_length, 7u);
-  auto two = LoadMooncakeTrace(p, 2);
-  ASSERT_TRUE(two.ok());
-  EXPECT_EQ(two->size(), 2u);
-}
-
-TEST_F(TraceFileTest, MalformedLineNamesPathAndLine) {
-  const std::string p = Write(
-      "{\"timestamp\": 0, \"input_length\": 600, \"output_length\": 5, \"hash_ids\": [0, 1]}\n"
-      "{\"timestamp\": 0, \"input_length\": 600, \"hash_ids\": [0, 1]}\n");
-  auto r = LoadMooncakeTrace(p, 0);
-  ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(r.status().message().find(p + ":2:"), std::string::npos) << r.status().message();
-  const std::string q =
-      Write("{\"timestamp\": 0, \"input_length\": 6, \"output_length\": 5, \"hash_ids\": []}\n");
-  EXPECT_FALSE(LoadMooncakeTrace(q, 0).ok());
-  EXPECT_EQ(LoadMooncakeTrace((dir_ / "missing.jsonl").string(), 0).status().code(),
-            StatusCode::kNotFound);
-}
+// The trace file itself (LoadMooncakeTrace, FindSharedTrace): kv/trace_loader_test.cc.
 
 TEST(TraceMapping, SharedTraceMapsPrefixSharingOfTheRealFile) {
   auto path = FindSharedTrace("mooncake_conversation_trace.jsonl");

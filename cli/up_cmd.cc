@@ -30,6 +30,7 @@
 #include "agent/engine/model_preset.h"
 #include "cli/commands.h"
 #include "cli/process_supervisor.h"
+#include "common/file_util.h"
 #include "common/inference_graph.h"
 
 namespace kvmesh::cli {
@@ -200,20 +201,6 @@ std::optional<nlohmann::json> ReadReadyFile(const std::string& path, pid_t pid) 
   // A file left by an earlier process of the same name does not count.
   if (j.contains("pid") && j["pid"].is_number_integer() && j["pid"].get<int64_t>() != pid) return std::nullopt;
   return j;
-}
-
-Status WriteFileAtomic(const std::string& path, const std::string& content) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    if (!out) return UnavailableError("cannot write " + tmp);
-    out << content;
-    if (!out.flush()) return UnavailableError("cannot write " + tmp);
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) return UnavailableError("cannot rename " + tmp + " to " + path + ": " + ec.message());
-  return Status::Ok();
 }
 
 std::string WorkersYaml(const std::vector<Member>& agents) {
@@ -611,21 +598,23 @@ int UpRunner::Run() {
         }
       }
     }
+    std::vector<const Member*> back;  // announced once workers.yaml and up.json name them
     for (Member& m : agents_) {
       if (!m.ready && sup_->Pid(m.name) != 0 && CheckReady(m)) {
-        Say(m.name + " ready again at " + m.url);
+        back.push_back(&m);
         changed = true;
       }
     }
     if (router_ && !router_->ready && sup_->Pid("router") != 0 && CheckReady(*router_)) {
-      Say("router ready again at " + router_->url);
       WriteUpJson();
+      Say("router ready again at " + router_->url);
       PrintReady();
     }
     if (changed) {
       if (Status s = WriteWorkersFile(); !s.ok()) Say("warning: " + s.ToString());
       WriteUpJson();
     }
+    for (const Member* m : back) Say(m->name + " ready again at " + m->url);
   }
   if (g_stop_signal != 0) {
     Say(std::string("received ") + (g_stop_signal == SIGINT ? "SIGINT" : g_stop_signal == SIGTERM ? "SIGTERM" : "SIGHUP") +

@@ -2,7 +2,8 @@
 //
 // Per block size (default 128 and 16 tokens):
 //  1. Hashes: tokens are synthesized per 512-token hash id (same id -> same tokens), truncated
-//     to input_length and hashed with ComputeSequenceHashes at the block size (untimed).
+//     to input_length (kv/trace_loader.h) and hashed with ComputeSequenceHashes at the block size
+//     (untimed).
 //  2. Mixed replay in trace order: query the index (timed per request), route the request to
 //     the worker with the lowest cost = blocks to prefill + recent-load penalty (untimed), run
 //     that worker's LRU cache, build its event batch (BlockStored new, BlockRemoved evicted;
@@ -18,7 +19,6 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <list>
 #include <string>
 #include <thread>
@@ -29,29 +29,18 @@
 
 #include "kv/block_hash.h"
 #include "kv/prefix_index.h"
+#include "kv/trace_loader.h"
 
 namespace kvmesh::kv {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-struct Request {
-  uint32_t input_length = 0;
-  std::vector<uint32_t> ids;
-};
-
 struct Recorded {
   WorkerId worker;
   uint64_t seq;
   KvEventBatch batch;
 };
-
-uint64_t SplitMix(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ULL;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
-  return x ^ (x >> 31);
-}
 
 size_t HeapBytes() {
   struct mallinfo2 mi = mallinfo2();
@@ -110,7 +99,9 @@ class LruCache {
   std::unordered_map<BlockHash, std::list<BlockHash>::iterator> map_;
 };
 
-nlohmann::json RunBlockSize(const std::vector<Request>& trace, uint32_t block_size,
+constexpr uint32_t kVocabSize = 32000;  // token ids synthesized from the trace's hash ids
+
+nlohmann::json RunBlockSize(const std::vector<TraceRecord>& trace, uint32_t block_size,
                             uint32_t workers, uint64_t cache_tokens, size_t max_blocks) {
   nlohmann::json out;
   out["block_size"] = block_size;
@@ -121,18 +112,10 @@ nlohmann::json RunBlockSize(const std::vector<Request>& trace, uint32_t block_si
   std::vector<std::vector<BlockHash>> hashes(trace.size());
   uint64_t total_blocks = 0;
   {
-    std::vector<uint32_t> tokens;
     BlockHashOptions ho;
     ho.block_size = block_size;
     for (size_t r = 0; r < trace.size(); ++r) {
-      tokens.clear();
-      for (uint32_t id : trace[r].ids) {
-        for (uint32_t j = 0; j < 512; ++j) {
-          tokens.push_back(static_cast<uint32_t>(SplitMix(uint64_t{id} * 512 + j) % 32000));
-        }
-      }
-      tokens.resize(std::min<size_t>(tokens.size(), trace[r].input_length));
-      auto h = ComputeSequenceHashes(tokens, ho);
+      auto h = ComputeSequenceHashes(MooncakePromptTokens(trace[r], kVocabSize), ho);
       if (!h.ok()) {
         std::fprintf(stderr, "hashing failed: %s\n", h.status().ToString().c_str());
         std::exit(1);
@@ -355,26 +338,12 @@ int Main(int argc, char** argv) {
       return 2;
     }
   }
-  std::ifstream in(trace_path);
-  if (!in) {
-    std::fprintf(stderr, "cannot open trace %s\n", trace_path.c_str());
+  auto loaded = LoadMooncakeTrace(trace_path, limit);
+  if (!loaded.ok()) {
+    std::fprintf(stderr, "%s\n", loaded.status().ToString().c_str());
     return 1;
   }
-  std::vector<Request> trace;
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty()) continue;
-    auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (j.is_discarded() || !j.contains("hash_ids")) {
-      std::fprintf(stderr, "bad trace line %zu\n", trace.size() + 1);
-      return 1;
-    }
-    Request r;
-    r.input_length = j.value("input_length", 0u);
-    r.ids = j["hash_ids"].get<std::vector<uint32_t>>();
-    trace.push_back(std::move(r));
-    if (limit && trace.size() >= limit) break;
-  }
+  const std::vector<TraceRecord>& trace = *loaded;
   nlohmann::json out;
   out["trace"] = trace_path;
   out["requests"] = trace.size();

@@ -22,6 +22,7 @@
 
 #include "agent/engine/model_config.h"
 #include "agent/engine/model_preset.h"
+#include "common/file_util.h"
 #include "common/http_client.h"
 #include "common/http_server.h"
 #include "common/log.h"
@@ -366,16 +367,7 @@ Status Router::Impl::WriteReadyFile() const {
             {"port", http->port()},
             {"model", served_model},
             {"pid", static_cast<int64_t>(::getpid())}};
-  const std::string tmp = config.ready_file + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    if (!out) return UnavailableError("cannot write ready file " + tmp);
-    out << j.dump() << "\n";
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, config.ready_file, ec);
-  if (ec) return UnavailableError("cannot rename ready file to " + config.ready_file + ": " + ec.message());
-  return Status::Ok();
+  return WriteFileAtomic(config.ready_file, j.dump() + "\n");
 }
 
 // ---- threads -------------------------------------------------------------------------------------

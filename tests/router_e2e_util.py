@@ -395,8 +395,7 @@ def free_port():
 #   router_e2e_util.py serve WORKDIR ENDPOINT_FILE
 # starts `kvmesh up --port 0 --run-dir WORKDIR/run` (the default graph: 1 prefill + 1 decode +
 # router), writes the router's base URL to ENDPOINT_FILE once /ready is 200, and runs until
-# SIGTERM, then stops what it started. KVMESH_E2E_UP=0 starts the same graph from agents and a
-# router directly instead (as does a `kvmesh up` that says it is not built yet, loudly).
+# SIGTERM, then stops what it started.
 
 
 def _up_endpoint(run_dir, log_text):
@@ -423,8 +422,7 @@ def _up_endpoint(run_dir, log_text):
 
 
 def start_up(wd, *flags, timeout=150):
-    """`kvmesh up`; returns (Proc, base URL) once the router's /ready is 200, or (None, reason)
-    when this kvmesh has no `up` yet."""
+    """`kvmesh up`; returns (Proc, base URL) once the router's /ready is 200."""
     run_dir = os.path.join(wd, "run")
     argv = [KVMESH, "up", "--port", "0", "--run-dir", run_dir, "--grace", "5", *flags]
     p = Proc("kvmesh-up", wd, argv, env=agent_env(), wait=False, stop_timeout=30)
@@ -432,8 +430,6 @@ def start_up(wd, *flags, timeout=150):
     while time.time() < deadline:
         text = open(p.log_path, errors="replace").read()
         if not p.alive():
-            if "not built yet" in text:
-                return None, text.strip()
             raise RuntimeError(f"kvmesh up exited with {p.proc.returncode}:\n{p.tail()}")
         url = _up_endpoint(run_dir, text)
         if url:
@@ -448,30 +444,9 @@ def start_up(wd, *flags, timeout=150):
     raise RuntimeError(f"kvmesh up: router not ready after {timeout} s:\n{p.tail()}")
 
 
-def start_default_graph_directly(wd):
-    pre = start_agent("prefill0", wd, role="prefill")
-    dec = start_agent("decode0", wd, role="decode")
-    router = start_router(wd, [(pre, "prefill"), (dec, "decode")])
-    wait_router_ready(router)
-    return router, router.url
-
-
 def _serve(wd, endpoint_file):
-    mode = os.environ.get("KVMESH_E2E_UP", "auto")
-    url = None
-    if mode != "0":
-        p, url = start_up(wd)
-        if p is None:
-            if mode == "1":
-                raise SystemExit(f"kvmesh up unavailable: {url}")
-            print(f"NOTE: `kvmesh up` unavailable ({url}); starting the default graph directly",
-                  flush=True)
-            url = None
-        else:
-            print(f"kvmesh up serving at {url}", flush=True)
-    if url is None:
-        _, url = start_default_graph_directly(wd)
-        print(f"graph (agents + router started directly) serving at {url}", flush=True)
+    _, url = start_up(wd)
+    print(f"kvmesh up serving at {url}", flush=True)
     with open(endpoint_file + ".tmp", "w") as f:
         f.write(url + "\n")
     os.rename(endpoint_file + ".tmp", endpoint_file)

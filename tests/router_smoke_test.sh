@@ -1,11 +1,5 @@
 #!/usr/bin/env bash
 # kvmesh-router in front of a prefill and a decode agent (tests/router_smoke_check.py).
 set -euo pipefail
-: "${KVMESH_BINARY_DIR:?}" "${KVMESH_SOURCE_DIR:?}"
-PY="${KVMESH_PYTHON3:-/usr/bin/python3}"
-tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
-export KVMESH_CACHE_DIR="$tmp/cache"
-export OPENBLAS_NUM_THREADS=1
-cd "$KVMESH_SOURCE_DIR/tests"
-"$PY" router_smoke_check.py
+source "$(dirname "$0")/router_e2e_lib.sh"
+e2e_run_check router_smoke_check.py
