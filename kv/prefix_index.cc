@@ -47,6 +47,9 @@ constexpr size_t kMinCapacity = 64;
 constexpr size_t kPrefetchAhead = 8;
 // Queries do little work per block, so they keep more lookups in flight.
 constexpr size_t kQueryPrefetchAhead = 16;
+// ... and look entries up (prefetching their heap blocks) this many blocks ahead of their use.
+constexpr size_t kQueryFindAhead = 8;
+constexpr size_t kQueryFindRing = 16;  // > kQueryFindAhead, a power of two
 
 inline uint32_t HolderSlot(uint32_t h) { return h >> 4; }
 inline uint32_t HolderMask(uint32_t h) { return h & 15; }
@@ -505,8 +508,30 @@ QueryResult PrefixIndex::Query(std::span<const BlockHash> hashes, QueryOptions o
 
 void PrefixIndex::QueryInto(std::span<const BlockHash> hashes, QueryOptions options,
                             QueryResult& out) const {
-  std::shared_lock lock(mu_);
-  QueryLocked(hashes, options, out);
+  // A predicted bit must count only while its TTL runs. Every live prediction has a record with
+  // its exact expiry in pred_heap_, so while the heap's earliest record lies in the future every
+  // predicted bit in the table is live and the walk needs no per-holder liveness lookup. When a
+  // record's time has passed, purge first (exclusive lock; at most once per expiry crossed, the
+  // same work the next mutation would do), then query. After two purges that raced with the
+  // clock, fall back to checking each predicted-only holder against predictions_.
+  for (int attempt = 0;; ++attempt) {
+    {
+      std::shared_lock lock(mu_);
+      int64_t now = 0;
+      bool all_live = true;
+      if (!pred_heap_.empty()) {
+        now = NowNs();
+        all_live = pred_heap_.top().expiry_ns > now;
+      }
+      if (all_live || attempt == 2) {
+        QueryLocked(hashes, options, all_live, now, out);
+        return;
+      }
+    }
+    std::unique_lock lock(mu_);
+    // Logically const: dropping expired predictions changes no query's answer.
+    const_cast<PrefixIndex*>(this)->ExpireLocked(NowNs());
+  }
 }
 
 namespace {
@@ -517,17 +542,18 @@ struct QueryWord {
   uint64_t pred;          // A_p: run counting live predictions still going (A_c is a subset)
   uint64_t next_conf;     // the same after folding the current block
   uint64_t next_pred;
-  uint64_t held[3];       // of A_c: held the previous run block in tier t
   uint64_t next_tier[3];  // of next_conf: hold the current block in tier t
 };
 
-// Query state of one worker slot. A tier's count is kept as runs: start = the block where the
-// worker's current streak of holding that tier began; count = blocks of finished streaks.
+// Query state of one worker slot. Tier counts are kept by exception, since most run blocks
+// are in G1: g1_missing counts run blocks not held in G1, g2/g3 the run blocks held in G2/G3;
+// then matched_tier = {matched - g1_missing, g2, g3}.
 struct QuerySlot {
   uint32_t matched;    // matched_blocks, set when the slot leaves A_c
   uint32_t with_pred;  // matched_with_predicted, set when it leaves A_p
-  uint32_t start[3];
-  uint32_t count[3];
+  uint32_t g1_missing;
+  uint32_t g2;
+  uint32_t g3;
 };
 
 // Per-thread query scratch. Between queries every element is zero and the lists are empty.
@@ -555,19 +581,20 @@ template <typename F>
 }  // namespace
 
 void PrefixIndex::QueryLocked(std::span<const BlockHash> hashes, QueryOptions options,
-                              QueryResult& out) const {
+                              bool preds_all_live, int64_t now, QueryResult& out) const {
   // The walk keeps the candidate workers as slot bitsets (A_c, A_p). A block held by many
   // workers is folded in with word operations on its bitsets (Entry::bits); a block with few
   // holders by iterating its holders. Per-worker work happens only when a worker leaves a set or
-  // changes which tiers hold its blocks, so a block costs O(active words + changes).
+  // holds a block of its run in a tier other than G1 alone, so a block costs O(active words +
+  // such exceptions).
   thread_local QueryScratch sc;
   sc.Fit(workers_.size());
   out.workers.clear();
   QueryWord* qw = sc.words.data();
   QuerySlot* qs = sc.slots.data();
 
-  const bool check_pred = !predictions_.empty();
-  const int64_t now = check_pred ? NowNs() : 0;
+  // Whether a predicted-only holder needs its liveness looked up.
+  const bool check_pred = !preds_all_live && !predictions_.empty();
 
   // Computes next_* of block `key` (entry e) for the active words (block 0: first, all words,
   // every holder starts a run).
@@ -584,13 +611,11 @@ void PrefixIndex::QueryLocked(std::span<const BlockHash> hashes, QueryOptions op
         const uint64_t ap = first ? ~uint64_t{0} : q.pred;
         const uint64_t c = ac & any;
         uint64_t only_pred = in ? (ap & ~any & p[j]) : 0;
-        if (only_pred != 0) {
+        if (only_pred != 0 && check_pred) {
           uint64_t live = 0;
-          if (check_pred) {
-            ForEachBit(only_pred, j * 64, [&](uint32_t s) {
-              if (PredictionLive(key, s, now)) live |= uint64_t{1} << (s & 63);
-            });
-          }
+          ForEachBit(only_pred, j * 64, [&](uint32_t s) {
+            if (PredictionLive(key, s, now)) live |= uint64_t{1} << (s & 63);
+          });
           only_pred = live;
         }
         q.next_conf = c;
@@ -611,9 +636,9 @@ void PrefixIndex::QueryLocked(std::span<const BlockHash> hashes, QueryOptions op
       const uint64_t bit = uint64_t{1} << (s & 63);
       if (!first && !(q.pred & bit)) continue;
       uint32_t m = HolderMask(hs[k]);
-      if ((m & kPredictedBit) && (!check_pred || !PredictionLive(key, s, now))) {
-        m &= ~kPredictedBit;
-      }
+      // A confirmed holder continues both runs whatever its prediction: look up only
+      // predicted-only holders, and only when some prediction may have expired.
+      if (m == kPredictedBit && check_pred && !PredictionLive(key, s, now)) m = 0;
       if (m == 0) continue;
       q.next_pred |= bit;
       if ((m & kTierMask) && (first || (q.conf & bit))) {
@@ -625,22 +650,42 @@ void PrefixIndex::QueryLocked(std::span<const BlockHash> hashes, QueryOptions op
     }
   };
 
+  // The walk is a pipeline over the request's blocks: table slots are prefetched
+  // kQueryPrefetchAhead blocks ahead; kQueryFindAhead blocks ahead the (by then cached) slot is
+  // looked up and its heap block (bitsets or holders: a second, dependent DRAM miss) prefetched;
+  // block i then finds both in cache. found[] is a ring of the looked-up entries.
   const size_t n_hashes = hashes.size();
+  const uint32_t max_words = static_cast<uint32_t>(sc.words.size());
+  const Entry* found[kQueryFindRing];
+  auto find_ahead = [&](size_t k) __attribute__((always_inline)) {
+    const Entry* f = Find(hashes[k]);
+    found[k % kQueryFindRing] = f;
+    if (f != nullptr && f->cap != 0) {
+      // The heap's size is in its first word, not yet cached: bound it by what the entry shows.
+      const size_t bitset_bytes = 8 + 32 * size_t{std::min<uint32_t>(max_words, f->cap / 4)};
+      const size_t holder_bytes = 8 + 4 * size_t{f->size};
+      const size_t bytes = std::min<size_t>(std::max(bitset_bytes, holder_bytes), 64 * 24);
+      const char* h = reinterpret_cast<const char*>(f->heap);
+      for (size_t off = 0; off < bytes; off += 64) __builtin_prefetch(h + off);
+    }
+  };
   for (size_t i = 0; i < std::min(n_hashes, kQueryPrefetchAhead); ++i) Prefetch(hashes[i]);
-  const Entry* e = n_hashes ? Find(hashes[0]) : nullptr;
+  // Block i >= 1 looks up block i + kQueryFindAhead, so blocks 0..kQueryFindAhead come first.
+  for (size_t i = 0; i < std::min(n_hashes, kQueryFindAhead + 1); ++i) find_ahead(i);
+  const Entry* e = n_hashes ? found[0] : nullptr;
   if (e != nullptr) {
     fold(*e, hashes[0], /*first=*/true);
-    // Adopt block 0: every word it touched becomes active; every tier streak starts at 0.
+    // Adopt block 0: every word it touched becomes active; its tier exceptions count.
     const uint32_t nwords = static_cast<uint32_t>(sc.words.size());
     for (uint32_t j = 0; j < nwords; ++j) {
       QueryWord& q = qw[j];
       if (q.next_pred == 0) continue;  // next_conf, next_tier are subsets
       q.conf = q.next_conf;
       q.pred = q.next_pred;
-      for (int t = 0; t < 3; ++t) {
-        q.held[t] = q.next_tier[t];
-        q.next_tier[t] = 0;
-      }
+      ForEachBit(q.conf & ~q.next_tier[0], j * 64, [&](uint32_t s) { ++qs[s].g1_missing; });
+      ForEachBit(q.next_tier[1], j * 64, [&](uint32_t s) { ++qs[s].g2; });
+      ForEachBit(q.next_tier[2], j * 64, [&](uint32_t s) { ++qs[s].g3; });
+      for (int t = 0; t < 3; ++t) q.next_tier[t] = 0;
       q.next_conf = 0;
       q.next_pred = 0;
       sc.active.push_back(j);
@@ -649,31 +694,68 @@ void PrefixIndex::QueryLocked(std::span<const BlockHash> hashes, QueryOptions op
     size_t i = 1;
     for (; i < n_hashes && !sc.active.empty(); ++i) {
       if (i + kQueryPrefetchAhead < n_hashes) Prefetch(hashes[i + kQueryPrefetchAhead]);
-      e = Find(hashes[i]);
+      if (i + kQueryFindAhead < n_hashes) find_ahead(i + kQueryFindAhead);
+      e = found[i % kQueryFindRing];
       if (e == nullptr) break;
-      fold(*e, hashes[i], /*first=*/false);
       const uint32_t n = static_cast<uint32_t>(i);
+      // Moves word q to (nc, np) at block n, where nt[t] = the slots of nc holding block n in
+      // tier t: per-slot work only for slots leaving a run and for tier exceptions (block n of
+      // the run not in G1, or in G2/G3). Callers skip it when there is neither (the common case
+      // along a prefix).
+      auto commit = [&](QueryWord& q, uint32_t base, uint64_t nc, uint64_t np,
+                        const uint64_t* nt) __attribute__((always_inline)) {
+        ForEachBit(q.conf & ~nc, base, [&](uint32_t s) { qs[s].matched = n; });
+        ForEachBit(q.pred & ~np, base, [&](uint32_t s) { qs[s].with_pred = n; });
+        ForEachBit(nc & ~nt[0], base, [&](uint32_t s) { ++qs[s].g1_missing; });
+        ForEachBit(nt[1], base, [&](uint32_t s) { ++qs[s].g2; });
+        ForEachBit(nt[2], base, [&](uint32_t s) { ++qs[s].g3; });
+        q.conf = nc;
+        q.pred = np;
+      };
       size_t kept = 0;
-      for (uint32_t j : sc.active) {
-        QueryWord& q = qw[j];
-        const uint32_t base = j * 64;
-        ForEachBit(q.conf & ~q.next_conf, base, [&](uint32_t s) { qs[s].matched = n; });
-        ForEachBit(q.pred & ~q.next_pred, base, [&](uint32_t s) { qs[s].with_pred = n; });
-        for (int t = 0; t < 3; ++t) {
-          const uint64_t old = q.held[t];
-          const uint64_t now_held = q.next_tier[t];
-          // A streak ends (tier lost, or the worker left A_c) or begins.
-          ForEachBit(old & ~now_held, base,
-                     [&](uint32_t s) { qs[s].count[t] += n - qs[s].start[t]; });
-          ForEachBit(now_held & ~old, base, [&](uint32_t s) { qs[s].start[t] = n; });
-          q.held[t] = now_held;
-          q.next_tier[t] = 0;
+      const uint32_t words = e->words();
+      if (words != 0) {
+        // Bitset entry: fold and commit each active word in one step.
+        const uint64_t* g0 = e->bits(0);
+        const uint64_t* g1 = e->bits(1);
+        const uint64_t* g2 = e->bits(2);
+        const uint64_t* p = e->bits(3);
+        for (uint32_t j : sc.active) {
+          QueryWord& q = qw[j];
+          uint64_t nt[3] = {0, 0, 0};
+          uint64_t nc = 0, np = 0;
+          if (j < words) {
+            const uint64_t any = g0[j] | g1[j] | g2[j];
+            nc = q.conf & any;
+            uint64_t only_pred = q.pred & ~any & p[j];
+            if (only_pred != 0 && check_pred) {
+              uint64_t live = 0;
+              ForEachBit(only_pred, j * 64, [&](uint32_t s) {
+                if (PredictionLive(hashes[i], s, now)) live |= uint64_t{1} << (s & 63);
+              });
+              only_pred = live;
+            }
+            np = (q.pred & any) | only_pred;
+            nt[0] = nc & g0[j];
+            nt[1] = nc & g1[j];
+            nt[2] = nc & g2[j];
+          }
+          const uint64_t diff = (q.conf ^ nc) | (q.pred ^ np) | (nc & ~nt[0]) | nt[1] | nt[2];
+          if (diff != 0) commit(q, j * 64, nc, np, nt);
+          if (np != 0) sc.active[kept++] = j;
         }
-        q.conf = q.next_conf;
-        q.pred = q.next_pred;
-        q.next_conf = 0;
-        q.next_pred = 0;
-        if (q.pred != 0) sc.active[kept++] = j;
+      } else {
+        fold(*e, hashes[i], /*first=*/false);  // fills next_* of the holders' words
+        for (uint32_t j : sc.active) {
+          QueryWord& q = qw[j];
+          const uint64_t nc = q.next_conf, np = q.next_pred;
+          const uint64_t nt[3] = {q.next_tier[0], q.next_tier[1], q.next_tier[2]};
+          q.next_conf = q.next_pred = 0;
+          q.next_tier[0] = q.next_tier[1] = q.next_tier[2] = 0;
+          const uint64_t diff = (q.conf ^ nc) | (q.pred ^ np) | (nc & ~nt[0]) | nt[1] | nt[2];
+          if (diff != 0) commit(q, j * 64, nc, np, nt);
+          if (np != 0) sc.active[kept++] = j;
+        }
       }
       sc.active.resize(kept);
     }
@@ -684,10 +766,6 @@ void PrefixIndex::QueryLocked(std::span<const BlockHash> hashes, QueryOptions op
       const uint32_t base = j * 64;
       ForEachBit(q.conf, base, [&](uint32_t s) { qs[s].matched = n; });
       ForEachBit(q.pred, base, [&](uint32_t s) { qs[s].with_pred = n; });
-      for (int t = 0; t < 3; ++t) {
-        ForEachBit(q.held[t], base, [&](uint32_t s) { qs[s].count[t] += n - qs[s].start[t]; });
-        q.held[t] = 0;
-      }
       q.conf = 0;
       q.pred = 0;
     }
@@ -715,7 +793,9 @@ void PrefixIndex::QueryLocked(std::span<const BlockHash> hashes, QueryOptions op
     wm->worker = w.id;
     wm->matched_blocks = st.matched;
     wm->matched_with_predicted = st.with_pred;
-    for (int t = 0; t < kNumMedia; ++t) wm->matched_tier[t] = st.count[t];
+    wm->matched_tier[0] = st.matched - st.g1_missing;
+    wm->matched_tier[1] = st.g2;
+    wm->matched_tier[2] = st.g3;
     wm->total_blocks = w.total_blocks;
     wm->total_tier = w.total_tier;
     st = QuerySlot{};

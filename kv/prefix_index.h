@@ -14,7 +14,10 @@
 //    of the leading run of blocks held (confirmed) in any tier, and matched_tier[t] = how many of
 //    those leading blocks are held in tier t. A worker holding block 1 but not block 0 matches 0.
 //    matched_with_predicted is the same run where unexpired predicted entries also count.
-//    Cost: O(active bitset words + workers that drop out or change tiers) per block walked.
+//    Cost: O(active bitset words + workers that drop out or hold the block outside G1 only) per
+//    block walked; the walk prefetches table slots and entries' heap blocks ahead of use.
+//    Predicted bits count as live without a lookup while no prediction's TTL has passed (a
+//    query that finds one passed purges expired predictions first, under the exclusive lock).
 //  - Sequence numbers: the first batch of a worker sets the baseline; any later seq that is not
 //    last+1 is reported as a gap. The batch is still applied and the baseline moves to seq; the
 //    caller should resync the worker with ReplaceWorker() from an inventory snapshot.
@@ -243,8 +246,9 @@ class PrefixIndex {
   void ExpireLocked(int64_t now_ns);
   bool PredictionLive(BlockHash key, uint32_t slot, int64_t now_ns) const;
   void AccountMask(uint32_t slot, uint32_t old_mask, uint32_t new_mask);
-  void QueryLocked(std::span<const BlockHash> hashes, QueryOptions options,
-                   QueryResult& out) const;
+  // preds_all_live: every predicted bit in the table is live at `now` (no lookups needed).
+  void QueryLocked(std::span<const BlockHash> hashes, QueryOptions options, bool preds_all_live,
+                   int64_t now, QueryResult& out) const;
 
   PrefixIndexOptions options_;
   mutable std::shared_mutex mu_;

@@ -349,7 +349,9 @@ void ExpectSame(const std::map<WorkerId, WorkerMatch>& got,
 // many workers most blocks get many holders, which exercises the per-entry worker bitsets
 // (entries switch to them as holders grow past kMinBitsetCap, widen them when a higher worker
 // slot joins, and drop back to inline holders); worker slots beyond 64 need multi-word bitsets.
-void RunModelCheck(int num_workers, int steps, uint64_t seed) {
+// long_chains: stores, predictions and queries of up to ~80 blocks, longer than the query's
+// lookahead pipeline (prefetch 16, find 8 ahead), so its ring wraps.
+void RunModelCheck(int num_workers, int steps, uint64_t seed, bool long_chains = false) {
   int64_t now_ns = 1'000'000'000;
   PrefixIndexOptions opts;
   opts.clock = [&now_ns] { return std::chrono::steady_clock::time_point{nanoseconds(now_ns)}; };
@@ -361,13 +363,14 @@ void RunModelCheck(int num_workers, int steps, uint64_t seed) {
   // A small universe of hashes so that blocks collide across workers; a chain structure so
   // queries have long matches.
   std::vector<BlockHash> universe;
-  for (int i = 0; i < 64; ++i) universe.push_back(rng() | 1);
+  const size_t chain = long_chains ? 64 : 12;  // longest store
+  for (size_t i = 0; i < (long_chains ? 160u : 64u); ++i) universe.push_back(rng() | 1);
   for (int step = 0; step < steps; ++step) {
     WorkerId w = static_cast<WorkerId>(rand(static_cast<uint64_t>(num_workers))) * 1000;
     uint64_t op = rand(100);
     if (op < 45) {
       std::vector<BlockHash> hs;
-      size_t start = rand(8), len = 1 + rand(12);
+      size_t start = rand(8), len = 1 + rand(chain);
       for (size_t i = start; i < start + len; ++i) hs.push_back(universe[i % universe.size()]);
       Medium m = static_cast<Medium>(rand(3));
       for (BlockHash h : hs) ref.Store(w, h, 1u << static_cast<int>(m));
@@ -382,7 +385,7 @@ void RunModelCheck(int num_workers, int steps, uint64_t seed) {
       index.ApplyBatch(w, seq[w]++, Removed(hs, m));
     } else if (op < 85) {
       std::vector<BlockHash> hs;
-      size_t start = rand(8), len = 1 + rand(6);
+      size_t start = rand(8), len = 1 + rand(long_chains ? 40 : 6);
       for (size_t i = start; i < start + len; ++i) hs.push_back(universe[i]);
       int64_t ttl = static_cast<int64_t>(1 + rand(50)) * 1000;
       for (BlockHash h : hs) ref.Predict(w, h, now_ns + ttl);
@@ -403,7 +406,7 @@ void RunModelCheck(int num_workers, int steps, uint64_t seed) {
       if (rand(4) == 0) index.ExpirePredicted();
     }
     std::vector<BlockHash> q;
-    size_t qs = rand(3), ql = rand(16);
+    size_t qs = rand(3), ql = rand(long_chains ? 80 : 16);
     for (size_t i = qs; i < qs + ql; ++i) q.push_back(universe[i]);
     ExpectSame(ByWorker(index.Query(q)), ref.Query(q, now_ns), step);
     if (::testing::Test::HasFailure()) return;
@@ -417,6 +420,89 @@ TEST(PrefixIndexTest, RandomModelCheckManyWorkersBitsets) {
   RunModelCheck(150, 4000, 777);
   if (::testing::Test::HasFailure()) return;
   RunModelCheck(70, 3000, 4242);
+}
+
+TEST(PrefixIndexTest, RandomModelCheckLongChains) {
+  RunModelCheck(6, 3000, 99);
+  if (::testing::Test::HasFailure()) return;
+  RunModelCheck(6, 3000, 2024, /*long_chains=*/true);
+  if (::testing::Test::HasFailure()) return;
+  RunModelCheck(130, 1200, 31337, /*long_chains=*/true);
+}
+
+// A query that finds an expired prediction purges it (exclusive lock) before walking; the answer
+// is the same as after ExpirePredicted(), and the purge is visible in Stats().
+TEST(PrefixIndexTest, QueryIgnoresAndPurgesExpiredPredictions) {
+  int64_t now_ns = 1'000'000'000;
+  PrefixIndexOptions opts;
+  opts.clock = [&now_ns] { return std::chrono::steady_clock::time_point{nanoseconds(now_ns)}; };
+  PrefixIndex index(opts);
+  std::vector<BlockHash> hs;
+  for (BlockHash h = 1; h <= 40; ++h) hs.push_back(h * 7919);
+  index.ApplyBatch(1, 0, Stored({hs.begin(), hs.begin() + 10}));
+  index.AddPredicted(1, hs, nanoseconds(1000));                                  // to 1000
+  index.AddPredicted(2, {hs.begin(), hs.begin() + 30}, nanoseconds(5000));       // to 5000
+  auto m = ByWorker(index.Query(hs));
+  EXPECT_EQ(m[1].matched_blocks, 10u);
+  EXPECT_EQ(m[1].matched_with_predicted, 40u);
+  EXPECT_EQ(m[2].matched_with_predicted, 30u);
+  EXPECT_EQ(index.Stats().predicted, 70u);
+  now_ns += 1000;  // worker 1's predictions expire exactly now (live while expiry > now)
+  m = ByWorker(index.Query(hs));
+  EXPECT_EQ(m[1].matched_blocks, 10u);
+  EXPECT_EQ(m[1].matched_with_predicted, 10u);
+  EXPECT_EQ(m[2].matched_with_predicted, 30u);
+  EXPECT_EQ(index.Stats().predicted, 30u);  // purged by the query
+  EXPECT_EQ(index.Stats().predicted_expired, 40u);
+  now_ns += 4000;
+  m = ByWorker(index.Query(hs));
+  EXPECT_EQ(m.count(2), 0u);
+  EXPECT_EQ(index.Stats().predicted, 0u);
+}
+
+// Predictions with short real-clock TTLs expire while readers query: the readers' purges and
+// the writers' mutations interleave under the lock without corrupting anything.
+TEST(PrefixIndexTest, ConcurrentPredictionsExpireDuringQueries) {
+  PrefixIndex index;
+  std::vector<BlockHash> hs;
+  for (BlockHash h = 1; h <= 24; ++h) hs.push_back(h * 104729);
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 2; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 3000; ++i) {
+        const WorkerId w = static_cast<WorkerId>(t * 100 + i % 7);
+        index.AddPredicted(w, {hs.begin(), hs.begin() + 1 + i % 24},
+                           std::chrono::microseconds(1 + i % 50));
+        if (i % 3 == 0) {
+          index.ApplyBatch(w, static_cast<uint64_t>(i), Stored({hs.begin(), hs.begin() + i % 5}));
+        }
+      }
+    });
+  }
+  std::atomic<uint64_t> queries{0};
+  for (int r = 0; r < 2; ++r) {
+    threads.emplace_back([&] {
+      QueryResult out;
+      while (!stop.load() || queries.load() < 200) {
+        index.QueryInto(hs, {}, out);
+        for (const WorkerMatch& w : out.workers) {
+          ASSERT_LE(w.matched_blocks, w.matched_with_predicted);
+          ASSERT_LE(w.matched_with_predicted, hs.size());
+        }
+        queries.fetch_add(1);
+      }
+    });
+  }
+  threads[0].join();
+  threads[1].join();
+  stop.store(true);
+  for (size_t i = 2; i < threads.size(); ++i) threads[i].join();
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  for (const WorkerMatch& w : index.Query(hs).workers) {
+    EXPECT_EQ(w.matched_with_predicted, w.matched_blocks) << "worker " << w.worker;
+  }
+  EXPECT_EQ(index.Stats().predicted, 0u);
 }
 
 TEST(PrefixIndexTest, ConcurrentIngestAndQuery) {

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace kvmesh::router {
@@ -100,11 +101,15 @@ class MatchMap {
   size_t mask_ = 0;
 };
 
+// Worker ids below this are placed in a direct table by the kv pass (router ids are small: the
+// registry counts them up); larger ids fall back to hashing.
+constexpr kv::WorkerId kMaxDenseId = kv::WorkerId{1} << 20;
+
 struct Scratch {
   MatchMap matches;
+  std::vector<uint32_t> pos;  // worker id -> index among the current candidates (may be stale)
   std::vector<double> costs;
   std::vector<double> weights;
-  std::vector<const kv::WorkerMatch*> match_of;
   std::vector<WorkerState*> prefill_room;
 };
 
@@ -211,33 +216,108 @@ class KvPolicy final : public RoutingPolicy {
 
   RouteChoice Choose(const RouteInput& input, std::span<WorkerState* const> candidates,
                      const kv::QueryResult& overlaps) override {
+    // Every candidate's cost is first computed as if nothing were cached (one tight pass: its
+    // load counters and the constant overlap_weight * prompt_blocks), recording where each
+    // worker id sits; then only the matched workers (those holding block 0: usually a few
+    // dozen) are re-costed with their overlap. The arithmetic is exactly the documented cost's
+    // (same operations in the same order, so the same doubles): routing_test compares the
+    // choice and cost with a straightforward computation on random fleets and results.
+    // Candidates are distinct workers (distinct ids).
     Scratch& s = ThreadScratch();
     const size_t n = candidates.size();
     s.costs.resize(n);
-    s.match_of.resize(n);
-    // Small results (a prefix few workers hold) are scanned directly; large ones are hashed once.
-    const bool hashed = overlaps.workers.size() > 8;
-    if (hashed) s.matches.Build(overlaps);
-
     const uint32_t bs = std::max<uint32_t>(input.block_size, 1);
     const double prompt_blocks = static_cast<double>((uint64_t{input.prompt_tokens} + bs - 1) / bs);
-    double min_cost = std::numeric_limits<double>::infinity();
-    double max_cost = -std::numeric_limits<double>::infinity();
-    for (size_t i = 0; i < n; ++i) {
-      const WorkerState& w = *candidates[i];
-      const kv::WorkerMatch* m = nullptr;
-      if (hashed) {
-        const int64_t j = s.matches.Find(w.id);
-        if (j >= 0) m = &overlaps.workers[static_cast<size_t>(j)];
+    const bool dynamo = cost_ == KvCost::kDynamo;
+    const double ow = overlap_weight_;
+    // With nothing cached, prefill_blocks = max(0, prompt_blocks - 0) = prompt_blocks.
+    const double unmatched_prefill = ow * prompt_blocks;
+    // x / bs == x * (1 / bs) exactly when bs is a power of two (the usual block sizes).
+    const bool bs_pow2 = std::has_single_bit(bs);
+    const double inv_bs = 1.0 / bs;
+    double* const costs = s.costs.data();
+    WorkerState* const* const cand = candidates.data();
+    // dyn: std::bool_constant<dynamo>, so each pass compiles without the branch.
+    auto cost_of = [&](auto dyn, const WorkerState& w, double prefill)
+                       __attribute__((always_inline)) {
+      if constexpr (decltype(dyn)::value) {
+        return prefill + static_cast<double>(w.decode_blocks.load(std::memory_order_relaxed));
       } else {
-        m = FindMatch(overlaps, w.id);
+        const double tokens =
+            static_cast<double>(w.prefill_tokens.load(std::memory_order_relaxed));
+        const double queued_prefill_blocks = bs_pow2 ? tokens * inv_bs : tokens / bs;
+        const double decode_blocks =
+            static_cast<double>(w.decode_blocks.load(std::memory_order_relaxed));
+        const double queue = static_cast<double>(w.inflight.load(std::memory_order_relaxed));
+        return prefill + queued_prefill_blocks + kDecodeBlockWeight * decode_blocks +
+               kQueueBlocksPerRequest * queue;
       }
-      s.match_of[i] = m;
-      const double c = cost_ == KvCost::kDynamo ? DynamoCost(w, m, prompt_blocks)
-                                                 : KvmeshCost(w, m, prompt_blocks, bs);
-      s.costs[i] = c;
-      min_cost = std::min(min_cost, c);
-      max_cost = std::max(max_cost, c);
+    };
+    auto matched_prefill = [&](const kv::WorkerMatch& m) __attribute__((always_inline)) {
+      const double cached = dynamo ? static_cast<double>(m.matched_blocks) : CachedBlocks(&m);
+      return ow * std::max(0.0, prompt_blocks - cached);
+    };
+    const std::vector<kv::WorkerMatch>& matches = overlaps.workers;
+    // A matched cost is never above the same worker's unmatched cost (cached >= 0), so the
+    // minimum over the final costs is min(pass 1's minimum, the matched costs).
+    double min_cost = std::numeric_limits<double>::infinity();
+    auto passes = [&](auto dyn) __attribute__((always_inline)) {
+      // Pass 1: unmatched costs; pos[id] = candidate index (ids below kMaxDenseId).
+      std::vector<uint32_t>& pos = s.pos;
+      uint32_t* pos_data = pos.data();
+      size_t pos_size = pos.size();
+      bool sparse = false;
+      double min1 = std::numeric_limits<double>::infinity();
+      for (size_t i = 0; i < n; ++i) {
+        const WorkerState& w = *cand[i];
+        const kv::WorkerId id = w.id;
+        if (id < pos_size) [[likely]] {
+          pos_data[id] = static_cast<uint32_t>(i);
+        } else if (id < kMaxDenseId) {
+          pos.resize(
+              std::min<size_t>(std::max<size_t>(size_t{id} + 1, 2 * pos_size), kMaxDenseId));
+          pos_data = pos.data();
+          pos_size = pos.size();
+          pos_data[id] = static_cast<uint32_t>(i);
+        } else {
+          sparse = true;
+        }
+        const double c = cost_of(dyn, w, unmatched_prefill);
+        costs[i] = c;
+        min1 = c < min1 ? c : min1;
+      }
+      // Pass 2: the matched workers that are candidates.
+      if (!sparse) {
+        for (const kv::WorkerMatch& m : matches) {
+          if (m.worker >= pos_size) continue;
+          const uint32_t i = pos_data[m.worker];
+          if (i >= n || cand[i]->id != m.worker) continue;  // a stale slot: not a candidate
+          const double c = cost_of(dyn, *cand[i], matched_prefill(m));
+          costs[i] = c;
+          min1 = c < min1 ? c : min1;
+        }
+      } else if (!matches.empty()) {
+        // Ids too large for the direct table: hash the matches, probe every candidate.
+        s.matches.Build(overlaps);
+        for (size_t i = 0; i < n; ++i) {
+          const int64_t j = s.matches.Find(cand[i]->id);
+          if (j < 0) continue;
+          const double c = cost_of(dyn, *cand[i], matched_prefill(matches[static_cast<size_t>(j)]));
+          costs[i] = c;
+          min1 = c < min1 ? c : min1;
+        }
+      }
+      min_cost = min1;
+    };
+    if (dynamo) {
+      passes(std::true_type{});
+    } else {
+      passes(std::false_type{});
+    }
+    // The maximum matters to the softmax only.
+    double max_cost = min_cost;
+    if (temperature_ > 0) {
+      for (size_t i = 0; i < n; ++i) max_cost = std::max(max_cost, costs[i]);
     }
 
     LocalRng local{rng_.Next()};
@@ -248,13 +328,13 @@ class KvPolicy final : public RoutingPolicy {
       // Argmin; ties (all workers, when the softmax is flat) at random.
       uint32_t ties = 0;
       for (size_t i = 0; i < n; ++i) {
-        if (s.costs[i] == min_cost && local.Below(++ties) == 0) pick = i;
+        if (costs[i] == min_cost && local.Below(++ties) == 0) pick = i;
       }
     }
     RouteChoice choice;
     choice.worker = candidates[pick];
-    choice.cost = s.costs[pick];
-    if (const kv::WorkerMatch* m = s.match_of[pick]) {
+    choice.cost = costs[pick];
+    if (const kv::WorkerMatch* m = FindMatch(overlaps, choice.worker->id)) {
       choice.overlap_blocks = m->matched_blocks;
       choice.overlap_predicted = m->matched_with_predicted;
     }
@@ -262,17 +342,13 @@ class KvPolicy final : public RoutingPolicy {
   }
 
  private:
-  // Dynamo: overlap_weight * (prompt blocks - confirmed overlap) + active decode blocks.
-  double DynamoCost(const WorkerState& w, const kv::WorkerMatch* m, double prompt_blocks) const {
-    const double overlap = m ? m->matched_blocks : 0;
-    const double prefill_blocks = std::max(0.0, prompt_blocks - overlap);
-    return overlap_weight_ * prefill_blocks +
-           static_cast<double>(w.decode_blocks.load(std::memory_order_relaxed));
-  }
-
-  // kvmesh (docs/routing.md): tier-aware + predicted overlap, prefill work in flight, queue.
-  double KvmeshCost(const WorkerState& w, const kv::WorkerMatch* m, double prompt_blocks,
-                    uint32_t bs) const {
+  // The costs (docs/routing.md), with prefill_blocks = max(0, prompt_blocks - cached):
+  //   dynamo: overlap_weight * prefill_blocks + decode_blocks, cached = confirmed overlap;
+  //   kvmesh: overlap_weight * prefill_blocks + prefill_tokens_in_flight / block_size
+  //           + kDecodeBlockWeight * decode_blocks + kQueueBlocksPerRequest * inflight,
+  //           cached = CachedBlocks() (tier-aware and predicted overlap).
+  // kvmesh's cached blocks of a worker: tier-aware and predicted overlap (0 without a match).
+  static double CachedBlocks(const kv::WorkerMatch* m) {
     double cached = 0;
     if (m != nullptr) {
       // A block counts at its best tier. The index gives per-tier counts of the leading run,
@@ -287,13 +363,7 @@ class KvPolicy final : public RoutingPolicy {
               : 0;
       cached = g1 + kG2Value * g2 + kG3Value * g3 + kPredictedValue * predicted;
     }
-    const double prefill_blocks = std::max(0.0, prompt_blocks - cached);
-    const double queued_prefill_blocks =
-        static_cast<double>(w.prefill_tokens.load(std::memory_order_relaxed)) / bs;
-    const double decode_blocks = static_cast<double>(w.decode_blocks.load(std::memory_order_relaxed));
-    const double queue = static_cast<double>(w.inflight.load(std::memory_order_relaxed));
-    return overlap_weight_ * prefill_blocks + queued_prefill_blocks + kDecodeBlockWeight * decode_blocks +
-           kQueueBlocksPerRequest * queue;
+    return cached;
   }
 
   // P(i) ~ exp(-((cost_i - min) / (max - min)) / temperature): costs normalized to [0, 1] so the

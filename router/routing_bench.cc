@@ -14,7 +14,13 @@
 // Timed per decision (steady_clock): QueryInto (kv modes) + Choose + PlanPrefill (conditional),
 // for each mode; one JSON object per case on stdout. Then the hashing cost of a 4k-token prompt
 // (ComputeSequenceHashes) for reference.
+// `--ingest_threads N` runs N threads that keep writing the index while decisions are timed (as
+// the router's ZMQ indexer threads do): each batch stores a fresh 8-block continuation of a
+// random conversation on its worker and (next batch) removes the previous one, and routes it with a
+// 20-100 us prediction (so predictions expire during queries). Their batches are reported; the
+// index is checked for sequence gaps and block accounting at the end.
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
@@ -22,6 +28,9 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <thread>
+#include <utility>
+#include <variant>
 #include <vector>
 
 #include "kv/block_hash.h"
@@ -57,6 +66,7 @@ struct Options {
   uint64_t decisions = 200000;   // per mode
   uint32_t predictions = 1000;  // router predictions (recent requests) in the index
   uint64_t seed = 1;
+  uint32_t ingest_threads = 0;   // threads writing the index during the timed decisions
   std::string only;              // run only this case
 };
 
@@ -112,10 +122,12 @@ int Main(int argc, char** argv) {
     else if (a == "--predictions") o.predictions = static_cast<uint32_t>(std::stoul(next()));
     else if (a == "--seed") o.seed = std::stoull(next());
     else if (a == "--only") o.only = next();
+    else if (a == "--ingest_threads") o.ingest_threads = static_cast<uint32_t>(std::stoul(next()));
     else {
       std::fprintf(stderr,
                    "usage: %s [--workers N] [--prefill_workers N] [--prefixes N] "
                    "[--conversations N] [--requests N] [--predictions N] [--decisions N] [--seed N] "
+                   "[--ingest_threads N] "
                    "[--only kv/kvmesh|kv/dynamo|round_robin|random|least_loaded|...]\n",
                    argv[0]);
       return 2;
@@ -219,6 +231,49 @@ int Main(int argc, char** argv) {
       {"least_loaded", "least_loaded", "", 0},
       {"index_query_only", "kv", "kvmesh", 0},  // QueryInto alone: the index's share of kv
   };
+  // Writers: thread t owns the workers w with w % ingest_threads == t (so each worker's batch
+  // sequence stays in order), like the indexer's per-worker event streams.
+  std::atomic<bool> stop_ingest{false};
+  std::atomic<uint64_t> ingested{0};
+  std::vector<std::thread> writers;
+  for (uint32_t t = 0; t < o.ingest_threads; ++t) {
+    writers.emplace_back([&, t] {
+      Rng wr{o.seed * 7919 + t};
+      std::vector<std::vector<kv::BlockHash>> last(o.workers + 1);
+      while (!stop_ingest.load(std::memory_order_relaxed)) {
+        kv::WorkerId w = wr.Range(1, o.workers);
+        w -= w % o.ingest_threads;
+        w += t;
+        if (w == 0 || w > o.workers) continue;
+        kv::BlockHash parent = 0;  // a new root when workers hold no conversations
+        if (o.conversations > 0) {
+          parent = conversations[(w - 1) * o.conversations + wr.Next() % o.conversations]
+                       .blocks.back();
+        }
+        std::vector<kv::BlockHash> fresh;
+        for (int i = 0; i < 8; ++i) {
+          parent = kv::ChainSequenceHash(parent, wr.Next(), kv::kBlockHashSeed);
+          fresh.push_back(parent);
+        }
+        kv::KvEventBatch stored_batch;
+        kv::BlockStored stored;
+        stored.hashes = fresh;
+        stored_batch.events.push_back(std::move(stored));
+        index.ApplyBatch(w, ++seq[w], stored_batch);
+        if (!last[w].empty()) {
+          kv::KvEventBatch removed_batch;
+          removed_batch.events.emplace_back(std::in_place_type<kv::BlockRemoved>);
+          std::get<kv::BlockRemoved>(removed_batch.events.back()).hashes = last[w];
+          index.ApplyBatch(w, ++seq[w], removed_batch);
+        }
+        last[w] = fresh;
+        index.AddPredicted(w, fresh, std::chrono::microseconds(wr.Range(20, 100)));
+        ingested.fetch_add(1, std::memory_order_relaxed);
+      }
+    });
+  }
+  const Clock::time_point ingest_start = Clock::now();
+
   RouterDisaggregationConfig disagg;  // conditional, 64 tokens, queue 8
   std::vector<uint32_t> ns(o.decisions);
   for (const Case& c : cases) {
@@ -276,6 +331,27 @@ int Main(int argc, char** argv) {
         ns.back() / 1000.0, static_cast<double>(overlap_sum) / o.decisions,
         static_cast<double>(remote) / o.decisions);
     std::fflush(stdout);
+  }
+
+  if (!writers.empty()) {
+    stop_ingest.store(true);
+    for (std::thread& th : writers) th.join();
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));  // every writer TTL has passed
+    index.ExpirePredicted();
+    const double secs = std::chrono::duration<double>(Clock::now() - ingest_start).count();
+    const kv::PrefixIndexStats after = index.Stats();
+    // Every worker's sequence stayed in order, and the blocks the writers added are gone again
+    // but for each worker's last continuation (8 blocks at most per worker).
+    const bool ok = after.gaps == 0 && after.blocks >= stats.blocks &&
+                    after.blocks <= stats.blocks + 8ull * o.workers;
+    std::printf(
+        "{\"case\": \"ingest\", \"threads\": %u, \"batches\": %" PRIu64
+        ", \"batches_per_s\": %.0f, \"gaps\": %" PRIu64 ", \"index_blocks_before\": %" PRIu64
+        ", \"index_blocks_after\": %" PRIu64 ", \"consistent\": %s}\n",
+        o.ingest_threads, ingested.load(), ingested.load() / secs, after.gaps, stats.blocks,
+        after.blocks, ok ? "true" : "false");
+    std::fflush(stdout);
+    if (!ok) return 1;
   }
 
   // Hashing a 4k-token prompt, for reference.

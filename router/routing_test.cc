@@ -9,6 +9,9 @@
 #include <map>
 #include <memory>
 #include <numeric>
+#include <random>
+#include <set>
+#include <string>
 #include <vector>
 
 #include "kv/block_hash.h"
@@ -474,6 +477,111 @@ TEST(RoutingTest, ThousandSparseIdsMapToTheirOverlaps) {
     RouteChoice d = policy->Choose(Input(h, 20 * kBlock), some, q);
     EXPECT_EQ(d.worker, fleet.all[9]);
     EXPECT_EQ(d.overlap_blocks, 10u);
+  }
+}
+
+// The documented costs computed the straightforward way (a linear search for each candidate's
+// match, one formula per worker), independent of Choose()'s two-pass layout.
+double ReferenceCost(const std::string& cost, const WorkerState& w, const kv::QueryResult& q,
+                     uint32_t prompt_tokens, double overlap_weight) {
+  const kv::WorkerMatch* m = nullptr;
+  for (const kv::WorkerMatch& x : q.workers) {
+    if (x.worker == w.id) m = &x;
+  }
+  const double prompt_blocks = static_cast<double>((prompt_tokens + kBlock - 1) / kBlock);
+  const double decode_blocks = static_cast<double>(w.decode_blocks.load());
+  if (cost == "dynamo") {
+    const double overlap = m ? m->matched_blocks : 0;
+    return overlap_weight * std::max(0.0, prompt_blocks - overlap) + decode_blocks;
+  }
+  double cached = 0;
+  if (m != nullptr) {
+    const uint32_t g1 = std::min(m->matched_tier[0], m->matched_blocks);
+    const uint32_t rest = m->matched_blocks - g1;
+    const uint32_t g2 = std::min(m->matched_tier[1], rest);
+    const uint32_t g3 = rest - g2;
+    const uint32_t predicted = m->matched_with_predicted > m->matched_blocks
+                                   ? m->matched_with_predicted - m->matched_blocks
+                                   : 0;
+    cached = g1 + 0.75 * g2 + 0.5 * g3 + 0.5 * predicted;
+  }
+  return overlap_weight * std::max(0.0, prompt_blocks - cached) +
+         static_cast<double>(w.prefill_tokens.load()) / kBlock + 0.25 * decode_blocks +
+         1.0 * static_cast<double>(w.inflight.load());
+}
+
+// Random fleets (dense and sparse ids, shuffled order, load ranges narrow enough for many ties)
+// and random query results (matches on candidates and on other workers, fewer and more than 8):
+// the chosen worker always has the minimum reference cost, its reported cost is that cost, and
+// its overlaps are its own; tied workers are all reachable.
+TEST(RoutingTest, FastPassChoosesLikeTheStraightforwardComputation) {
+  std::mt19937_64 rng(2026);
+  auto rand = [&rng](uint64_t n) { return rng() % n; };
+  for (int trial = 0; trial < 300; ++trial) {
+    const bool sparse = trial % 5 == 0;
+    const size_t n = 1 + rand(trial % 7 == 0 ? 1200 : 200);
+    Fleet fleet(n, WorkerRole::kAggregated,
+                sparse ? 3'000'000'000u : static_cast<kv::WorkerId>(1 + rand(50)),
+                sparse ? 1'000'003u : static_cast<kv::WorkerId>(1 + rand(3)));
+    std::shuffle(fleet.all.begin(), fleet.all.end(), rng);
+    const uint64_t range = trial % 2 ? 3 : 2000;
+    for (WorkerState* w : fleet.all) {
+      w->inflight = static_cast<uint32_t>(rand(range));
+      w->prefill_tokens = rand(range) * (trial % 3 ? kBlock : 7);
+      w->decode_blocks = rand(range);
+    }
+    kv::QueryResult q;
+    const size_t num_matches = trial % 3 == 0 ? rand(9) : rand(n + 20);
+    std::set<kv::WorkerId> used;
+    for (size_t k = 0; k < num_matches; ++k) {
+      kv::WorkerMatch m;
+      // A quarter are workers outside the candidates: ids that were candidates of earlier
+      // trials (stale direct-table slots), other small ids, ids past the direct table.
+      const uint64_t kind = rand(12);
+      m.worker = kind == 0   ? static_cast<kv::WorkerId>(rand(4000))
+                 : kind == 1 ? static_cast<kv::WorkerId>(100'000 + rand(1000))
+                 : kind == 2 ? static_cast<kv::WorkerId>(2'000'000 + rand(1000))
+                             : fleet.all[rand(n)]->id;
+      if (!used.insert(m.worker).second) continue;
+      m.matched_blocks = static_cast<uint32_t>(rand(60));
+      for (uint32_t& t : m.matched_tier) t = static_cast<uint32_t>(rand(m.matched_blocks + 1));
+      m.matched_with_predicted = m.matched_blocks + static_cast<uint32_t>(rand(6));
+      q.workers.push_back(m);
+    }
+    const uint32_t prompt_tokens = static_cast<uint32_t>(1 + rand(1000));
+    const std::vector<kv::BlockHash> no_hashes;
+    for (const char* cost : {"kvmesh", "dynamo"}) {
+      const double ow = trial % 4 == 0 ? 0.5 + static_cast<double>(rand(8)) / 4 : 1.0;
+      auto policy = MakePolicy("kv", cost, 0, ow, static_cast<uint64_t>(trial));
+      std::vector<double> ref(n);
+      for (size_t i = 0; i < n; ++i) {
+        ref[i] = ReferenceCost(cost, *fleet.all[i], q, prompt_tokens, ow);
+      }
+      const double min_ref = *std::min_element(ref.begin(), ref.end());
+      auto close = [](double a, double b) { return std::abs(a - b) <= 1e-9 * (1 + std::abs(b)); };
+      size_t tied = 0;
+      for (double c : ref) tied += close(c, min_ref);
+      std::set<WorkerState*> chosen;
+      for (int rep = 0; rep < (tied > 1 ? 40 : 1); ++rep) {
+        const RouteChoice c = policy->Choose(Input(no_hashes, prompt_tokens), fleet.all, q);
+        const size_t i = fleet.IndexOf(c.worker);
+        ASSERT_LT(i, n);
+        ASSERT_TRUE(close(c.cost, ref[i])) << "trial " << trial << " " << cost << " " << c.cost
+                                           << " vs " << ref[i];
+        ASSERT_TRUE(close(c.cost, min_ref)) << "trial " << trial << " " << cost << " " << c.cost
+                                            << " vs min " << min_ref;
+        const kv::WorkerMatch* m = nullptr;
+        for (const kv::WorkerMatch& x : q.workers) {
+          if (x.worker == c.worker->id) m = &x;
+        }
+        EXPECT_EQ(c.overlap_blocks, m ? m->matched_blocks : 0u);
+        EXPECT_EQ(c.overlap_predicted, m ? m->matched_with_predicted : 0u);
+        chosen.insert(c.worker);
+      }
+      if (tied > 1) {
+        EXPECT_GT(chosen.size(), 1u) << "trial " << trial << ": ties never broken";
+      }
+    }
   }
 }
 
