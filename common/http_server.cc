@@ -197,13 +197,14 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     stream_.socket().cancel(ignored);  // the disconnect-detecting read; its handler sees kWriting
     WriteResponse(std::move(r), keep_alive_, false);
   }
-  void AsyncStartStream(const std::shared_ptr<StreamWriter>& writer, StreamWriter::Mode mode) {
+  void AsyncStartStream(const std::shared_ptr<StreamWriter>& writer, StreamWriter::Mode mode,
+                        const std::string& content_type = {}) {
     if (state_ != State::kAsync) {
       writer->MarkDisconnected();
       return;
     }
     state_ = State::kStreaming;
-    BeginStream(writer, mode);  // the detect read started in kAsync keeps running
+    BeginStream(writer, mode, content_type);  // the detect read started in kAsync keeps running
   }
 
  private:
@@ -408,7 +409,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     }
   }
 
-  void BeginStream(const std::shared_ptr<StreamWriter>& writer, StreamWriter::Mode mode) {
+  void BeginStream(const std::shared_ptr<StreamWriter>& writer, StreamWriter::Mode mode,
+                   const std::string& content_type = {}) {
     stream_.expires_never();
     writer_ = writer;
     {
@@ -423,7 +425,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     if (mode == StreamWriter::Mode::kSse) {
       head += "Content-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n";
     } else {
-      head += "Content-Type: application/octet-stream\r\n";
+      head += "Content-Type: " + (content_type.empty() ? std::string("application/octet-stream") : content_type) + "\r\n";
     }
     head += "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
     QueueStreamBytes(std::move(head), false);
@@ -548,7 +550,8 @@ bool Responder::Respond(HttpResponse response) {
   return true;
 }
 
-std::shared_ptr<StreamWriter> Responder::StartStream(StreamWriter::Mode mode) {
+std::shared_ptr<StreamWriter> Responder::StartStream(StreamWriter::Mode mode,
+                                                     std::string content_type) {
   std::lock_guard<std::mutex> lock(mu_);
   if (responded_ || disconnected_) return nullptr;
   responded_ = true;
@@ -556,7 +559,9 @@ std::shared_ptr<StreamWriter> Responder::StartStream(StreamWriter::Mode mode) {
   if (!s) return nullptr;
   auto writer = std::make_shared<StreamWriter>(session_, mode);
   // Posted before the caller can Send(): the strand runs the header write first.
-  net::post(s->executor(), [s, writer, mode] { s->AsyncStartStream(writer, mode); });
+  net::post(s->executor(), [s, writer, mode, ct = std::move(content_type)] {
+    s->AsyncStartStream(writer, mode, ct);
+  });
   return writer;
 }
 
@@ -703,6 +708,12 @@ void HttpServer::RouteAsync(std::string method, std::string path, AsyncHandler h
   RouteEntry e;
   e.async_handler = std::move(handler);
   exact_routes_[std::move(path)][std::move(method)] = std::move(e);
+}
+
+void HttpServer::RoutePrefixAsync(std::string method, std::string prefix, AsyncHandler handler) {
+  RouteEntry e;
+  e.async_handler = std::move(handler);
+  prefix_routes_[std::move(prefix)][std::move(method)] = std::move(e);
 }
 
 void HttpServer::RouteStream(std::string method, std::string path, StreamWriter::Mode mode,

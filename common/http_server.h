@@ -109,8 +109,10 @@ class Responder {
   // the connection is gone.
   bool Respond(HttpResponse response);
   // Starts a 200 streaming response (headers as for RouteStream routes) and returns its writer;
-  // nullptr if a response was already started or the connection is gone.
-  std::shared_ptr<StreamWriter> StartStream(StreamWriter::Mode mode);
+  // nullptr if a response was already started or the connection is gone. In chunked mode a
+  // non-empty content_type replaces application/octet-stream (e.g. "application/json" for a
+  // Kubernetes watch).
+  std::shared_ptr<StreamWriter> StartStream(StreamWriter::Mode mode, std::string content_type = {});
   // Called once, on an io thread, if the connection ends before the response was written (for a
   // stream: before the writer's Close()), e.g. the client went away. Must not block. Runs at once
   // on the caller's thread if that already happened.
@@ -165,6 +167,7 @@ class HttpServer {
   void RouteStream(std::string method, std::string path, StreamWriter::Mode mode,
                    StreamHandler handler);
   void RouteAsync(std::string method, std::string path, AsyncHandler handler);
+  void RoutePrefixAsync(std::string method, std::string prefix, AsyncHandler handler);
 
   // Binds, listens and starts the io threads. Returns InvalidArgument for bad options,
   // Unavailable "bind <host>:<port>: <reason>" if the address cannot be bound, FailedPrecondition
