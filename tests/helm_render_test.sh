@@ -13,7 +13,7 @@
 #  5b. when built, kvmesh-operator starts with the Deployment's args and env (flags stay in sync);
 #  6. when built, kvmesh-test-apiserver + the real kubectl: apply the CRD and every example graph,
 #     `kubectl get ig` shows the printer columns, defaults are filled, an invalid graph is refused
-#     with its field paths. Servers bind 127.0.0.1 on free ports and are stopped by pid.
+#     with its field paths; then `kubectl apply -f deploy/kvmesh.yaml` applies every object. Servers bind 127.0.0.1 on free ports and are stopped by pid.
 set -euo pipefail
 src="${KVMESH_SOURCE_DIR:-$(cd "$(dirname "$0")/.." && pwd)}"
 py="${KVMESH_PYTHON3:-/usr/bin/python3}"
@@ -254,6 +254,12 @@ if command -v kubectl >/dev/null 2>&1 && [ -x "$server" ]; then
   cat "$tmp/bad.err"
   grep -q "spec.decode.replicas" "$tmp/bad.err"
   grep -q "spec.router.routingMode" "$tmp/bad.err"
+  # The whole rendered bundle applies (namespace, CRD, RBAC, operator Deployment, Service,
+  # dashboard ConfigMap); the test API server stores RBAC objects without enforcing them.
+  K apply -f deploy/kvmesh.yaml | tee "$tmp/bundle"
+  [ "$(grep -c " created\| configured\| unchanged" "$tmp/bundle")" -eq "$(grep -c '^kind:' deploy/kvmesh.yaml)" ] ||
+    { echo "FAIL: not every object of deploy/kvmesh.yaml was applied" >&2; exit 1; }
+  K get deployment kvmesh-operator -n kvmesh-system -o name | grep -q deployment.apps/kvmesh-operator
 else
   echo "SKIP: kubectl or $server missing (build target kvmesh-test-apiserver)"
 fi

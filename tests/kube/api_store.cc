@@ -87,6 +87,12 @@ void ApiStore::RegisterBuiltinsLocked() {
   types_.push_back(Builtin("apps", "v1", "replicasets", "ReplicaSet", true, true, {"rs"}, true));
   types_.push_back(Builtin("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", true, true, {"pdb"}));
   types_.push_back(Builtin("coordination.k8s.io", "v1", "leases", "Lease", true, false, {}));
+  // RBAC objects are stored (so the Helm bundle applies) but not enforced.
+  types_.push_back(Builtin("rbac.authorization.k8s.io", "v1", "roles", "Role", true, false, {}));
+  types_.push_back(Builtin("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", true, false, {}));
+  types_.push_back(Builtin("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", false, false, {}));
+  types_.push_back(Builtin("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", false,
+                           false, {}));
   types_.push_back(Builtin("apiextensions.k8s.io", "v1", "customresourcedefinitions",
                            "CustomResourceDefinition", false, true, {"crd", "crds"}));
   for (ResourceType& t : types_) {
