@@ -324,13 +324,15 @@ TEST_F(ReconcilerTest, DeletionDrainsThenRemovesFinalizer) {
 
   ReconcileResult r = Reconcile("g5");
   ASSERT_TRUE(r.ok) << r.error.ToString();
-  // First the router stops routing, and the pools go to 0.
-  auto cm = Child("configmaps", "g5-router");
-  ASSERT_TRUE(cm.ok());
-  EXPECT_NE((*cm)["data"]["workers.yaml"].get<std::string>().find("workers: []"), std::string::npos);
-  EXPECT_EQ((*Child("deployments", "g5-decode"))["spec"]["replicas"], 0);
-  EXPECT_EQ((*Child("deployments", "g5-prefill"))["spec"]["replicas"], 0);
+  // While draining: the router stops routing and the pools are at 0. (On a slow machine the test
+  // server's Deployment controller may already have removed the pods during this first pass, and
+  // the drain completes at once; then only the end state below is checked.)
   if (r.requeue_after.count() > 0) {
+    auto cm = Child("configmaps", "g5-router");
+    ASSERT_TRUE(cm.ok());
+    EXPECT_NE((*cm)["data"]["workers.yaml"].get<std::string>().find("workers: []"), std::string::npos);
+    EXPECT_EQ((*Child("deployments", "g5-decode"))["spec"]["replicas"], 0);
+    EXPECT_EQ((*Child("deployments", "g5-prefill"))["spec"]["replicas"], 0);
     EXPECT_EQ(GetGraph("g5")["status"]["phase"], "Deleting");
     EXPECT_TRUE(HasEvent("g5", "Draining"));
   }
