@@ -828,4 +828,22 @@ std::vector<WorkerId> PrefixIndex::Workers() const {
   return ids;
 }
 
+std::vector<BlockHash> PrefixIndex::HeldBlocks(size_t max_blocks) const {
+  std::shared_lock lock(mu_);
+  std::vector<BlockHash> out;
+  out.reserve(max_blocks != 0 ? std::min(max_blocks, num_entries_) : num_entries_);
+  for (const Entry& e : table_) {
+    if (e.size == 0) continue;
+    const uint32_t* hs = e.holders();
+    bool confirmed = false;
+    for (uint32_t k = 0; k < e.size && !confirmed; ++k) {
+      confirmed = (HolderMask(hs[k]) & kTierMask) != 0;
+    }
+    if (!confirmed) continue;
+    out.push_back(e.key);
+    if (max_blocks != 0 && out.size() >= max_blocks) break;
+  }
+  return out;
+}
+
 }  // namespace kvmesh::kv

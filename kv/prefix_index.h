@@ -157,6 +157,11 @@ class PrefixIndex {
   PrefixIndexStats Stats() const;
   std::vector<WorkerId> Workers() const;
 
+  // Distinct blocks held (confirmed, any tier) by at least one worker, at most `max_blocks` of
+  // them (0 = all), in table order: a cluster's prefix summary for a global router
+  // (docs/global-routing.md). O(table size) under the shared lock.
+  std::vector<BlockHash> HeldBlocks(size_t max_blocks = 0) const;
+
  private:
   // A holder packed in 32 bits: worker slot << 4 | mask (bits 0..2 tiers, bit 3 predicted).
   static constexpr uint32_t kPredictedBit = 8;

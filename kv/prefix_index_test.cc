@@ -174,6 +174,25 @@ TEST(PrefixIndexTest, RemoveAndClearWorker) {
   EXPECT_EQ(w[1].total_blocks, 1u);  // slot reuse did not inherit old totals
 }
 
+// HeldBlocks: each confirmed block once (whoever holds it, in any tier), never predicted-only
+// blocks; the cap is honoured.
+TEST(PrefixIndexTest, HeldBlocksListsConfirmedBlocksOnce) {
+  PrefixIndex index;
+  Feeder f(index);
+  f.Apply(1, Stored({1, 2, 3}));
+  f.Apply(2, Stored({2, 3, 4}, Medium::kG3));
+  index.AddPredicted(3, std::vector<BlockHash>{5, 6}, std::chrono::seconds(60));
+  index.AddPredicted(3, std::vector<BlockHash>{1}, std::chrono::seconds(60));
+  std::vector<BlockHash> held = index.HeldBlocks();
+  std::sort(held.begin(), held.end());
+  EXPECT_EQ(held, (std::vector<BlockHash>{1, 2, 3, 4}));
+  EXPECT_EQ(index.HeldBlocks(2).size(), 2u);
+  f.Apply(1, Cleared());
+  held = index.HeldBlocks();
+  std::sort(held.begin(), held.end());
+  EXPECT_EQ(held, (std::vector<BlockHash>{2, 3, 4}));
+}
+
 TEST(PrefixIndexTest, GapDetectionAndResync) {
   PrefixIndex index;
   EXPECT_FALSE(index.ApplyBatch(7, 41, Stored({1})).gap);  // baseline

@@ -148,6 +148,7 @@ struct KvIndexer::Impl {
     void Run();
     bool Connect(http::HttpClient& client);
     bool Resync(http::HttpClient& client);
+    void PollSummaries(http::HttpClient& client);
     void OnLive(http::HttpClient& client, kv::DecodedKvEventFrames& f);
     bool FillFromReplay(uint64_t need_through, bool* nothing_missed);
     void IdleCheck(http::HttpClient& client);
@@ -260,7 +261,12 @@ void KvIndexer::Impl::Follower::Apply(uint64_t seq, const kv::KvEventBatch& batc
 }
 
 StatusOr<Inventory> KvIndexer::Impl::Follower::FetchInventory(http::HttpClient& client) {
-  KVMESH_ASSIGN_OR_RETURN(http::ClientResponse r, client.Get(worker->spec.url + "/v1/kv/inventory"));
+  std::vector<std::pair<std::string, std::string>> headers;
+  if (worker->spec.is_cluster_router && !impl->options.summary_authorization.empty()) {
+    headers.emplace_back("Authorization", impl->options.summary_authorization);
+  }
+  KVMESH_ASSIGN_OR_RETURN(http::ClientResponse r,
+                          client.Get(worker->spec.url + "/v1/kv/inventory", std::move(headers)));
   if (r.status != 200) {
     return UnavailableError("GET " + worker->spec.url + "/v1/kv/inventory: HTTP " +
                             std::to_string(r.status));
@@ -491,11 +497,50 @@ void KvIndexer::Impl::Follower::IdleCheck(http::HttpClient& client) {
   }
 }
 
+// A cluster router: poll its prefix summary (an inventory of the blocks its index holds) and
+// replace this worker's entries with each one. Errors keep the last summary: the registry's
+// health checks and breaker decide whether the cluster gets traffic.
+void KvIndexer::Impl::Follower::PollSummaries(http::HttpClient& client) {
+  do {
+    auto inv = FetchInventory(client);
+    if (!inv.ok()) {
+      LogProblem("cluster summary fetch failed; keeping the last one", inv.status().message());
+      continue;
+    }
+    if (inv->block_size != impl->options.block_size) {
+      LogProblem("CLUSTER NOT INDEXED: its block size differs from this router's",
+                 "cluster " + std::to_string(inv->block_size) + " vs router " +
+                     std::to_string(impl->options.block_size));
+      impl->index->ClearWorker(id);
+      synced.store(false);
+      continue;
+    }
+    if (logged_problem) {
+      KVMESH_LOG_INFO(kComponent, "cluster summary fetched again", {"worker", worker->spec.url});
+    }
+    logged_problem = false;
+    const uint64_t seq = static_cast<uint64_t>(inv->seq);
+    impl->index->ReplaceWorker(id, inv->hashes, seq);
+    if (!synced.exchange(true)) {
+      size_t total = 0;
+      for (const auto& t : inv->hashes) total += t.size();
+      KVMESH_LOG_INFO(kComponent, "cluster summary synced", {"worker", worker->spec.url},
+                      {"blocks", total});
+    }
+    impl->Count(impl->c.resyncs, impl->m.resyncs);
+    impl->UpdateBlocksGauge(false);
+  } while (WaitFor(impl->options.summary_interval));
+}
+
 void KvIndexer::Impl::Follower::Run() {
   http::HttpClientOptions o;
   o.connect_timeout = impl->options.inventory_timeout;
   o.read_timeout = impl->options.inventory_timeout;
   http::HttpClient client(o);  // one client per thread
+  if (worker->spec.is_cluster_router) {
+    PollSummaries(client);
+    return;
+  }
   while (!Stopping()) {
     if (!sub) {
       if (!Connect(client)) {

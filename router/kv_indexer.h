@@ -32,6 +32,11 @@ struct KvIndexerOptions {
   std::chrono::milliseconds inventory_timeout{5000};
   std::chrono::milliseconds retry_interval{1000};  // after a failed inventory fetch / connect
   uint32_t block_size = 16;  // inventory block_size must match; a mismatch is logged, worker skipped
+  // Cluster routers (WorkerSpec::is_cluster_router, the global routing tier) publish no events:
+  // their GET /v1/kv/inventory (the cluster's prefix summary) is polled this often and replaces
+  // what the index holds for them. A failed poll keeps the last summary.
+  std::chrono::milliseconds summary_interval{1000};
+  std::string summary_authorization;  // Authorization header for those polls ("" = none)
 };
 
 struct KvIndexerStats {

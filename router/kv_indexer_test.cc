@@ -509,6 +509,59 @@ TEST(KvIndexerTest, VllmHashesAreTranslatedFromTokenIds) {
   EXPECT_FALSE(Holds(index, 4, (*ours)[1]));
 }
 
+// A cluster router (global tier) is indexed from its polled summary: each poll replaces the
+// cluster's blocks, the configured key is sent, a failing poll keeps the last summary, and a
+// block size mismatch leaves the cluster unindexed.
+TEST(KvIndexerTest, ClusterRouterSummariesArePolledAndReplaced) {
+  std::mutex mu;
+  std::vector<uint64_t> blocks{1, 2, 3};
+  int status = 200;
+  uint32_t block_size = 16;
+  std::string seen_auth;
+  http::HttpServer server(http::HttpServerOptions{});
+  server.Route("GET", "/v1/kv/inventory", [&](const http::HttpRequest& req) {
+    std::lock_guard lock(mu);
+    seen_auth = req.Header("authorization");
+    if (status != 200) return http::JsonErrorResponse(status, "down", "server_error", "down");
+    nlohmann::json j = {{"agent_id", "router-x"}, {"kind", "router"}, {"block_size", block_size},
+                        {"seq", 1},
+                        {"tiers", nlohmann::json::array({{{"medium", "GPU"}, {"hashes", blocks}}})}};
+    return http::JsonResponse(200, j.dump());
+  });
+  ASSERT_TRUE(server.Start().ok());
+  kv::PrefixIndex index;
+  KvIndexerOptions o = FastOptions();
+  o.summary_interval = 20ms;
+  o.summary_authorization = "Bearer summary-key";
+  KvIndexer indexer(&index, o, nullptr);
+  auto w = Worker(3, "http://127.0.0.1:" + std::to_string(server.port()));
+  w->spec.is_cluster_router = true;
+  indexer.AddWorker(w);
+  ASSERT_TRUE(WaitUntil([&] { return indexer.Synced(3) && IndexEquals(index, 3, {1, 2, 3}); }));
+  {
+    std::lock_guard lock(mu);
+    EXPECT_EQ(seen_auth, "Bearer summary-key");
+    blocks = {2, 7};
+  }
+  ASSERT_TRUE(WaitUntil([&] { return IndexEquals(index, 3, {2, 7}); }));
+  {
+    std::lock_guard lock(mu);
+    status = 503;
+  }
+  const uint64_t resyncs = indexer.Stats().resyncs;
+  std::this_thread::sleep_for(150ms);
+  EXPECT_TRUE(IndexEquals(index, 3, {2, 7}));  // the last summary stays
+  EXPECT_EQ(indexer.Stats().resyncs, resyncs);
+  {
+    std::lock_guard lock(mu);
+    status = 200;
+    block_size = 32;
+  }
+  ASSERT_TRUE(WaitUntil([&] { return !indexer.Synced(3) && TotalBlocks(index, 3) == 0; }));
+  indexer.Stop();
+  server.Stop(0ms);
+}
+
 TEST(KvIndexerTest, StopIsPromptWithUnreachableWorker) {
   kv::PrefixIndex index;
   KvIndexer indexer(&index, FastOptions(), nullptr);

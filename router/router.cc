@@ -98,6 +98,7 @@ struct Router::Impl {
     openai::RenderOptions render;
     openai::CompletionRequest req;
     const Tenant* tenant = nullptr;
+    std::string authorization;  // the client's, forwarded to cluster routers (global tier)
     std::shared_ptr<http::Responder> responder;
     std::shared_ptr<http::StreamWriter> writer;  // once the stream started
     std::shared_ptr<RequestCtx> ctx;
@@ -174,6 +175,9 @@ struct Router::Impl {
   http::HttpResponse HandleReady();
   http::HttpResponse HandleWorkers(const http::HttpRequest& req);
   http::HttpResponse HandleIndex(const http::HttpRequest& req);
+  http::HttpResponse HandleSummary(const http::HttpRequest& req);
+  static std::vector<std::pair<std::string, std::string>> UpstreamHeaders(const Gen& g,
+                                                                          const WorkerState& w);
 
   const RouterConfig config;
   std::string served_model;
@@ -186,6 +190,10 @@ struct Router::Impl {
   RouterMetrics metrics;
   std::unique_ptr<kv::PrefixIndex> index;
   std::unique_ptr<KvIndexer> indexer;
+  // This router's identity in the summaries it serves, and how many it served.
+  std::string router_id = "router-" + std::to_string(std::random_device{}()) + "-" +
+                          std::to_string(::getpid());
+  std::atomic<uint64_t> summary_seq{0};
   std::unique_ptr<WorkerRegistry> registry;
   std::unique_ptr<RoutingPolicy> policy;
   std::unique_ptr<http::HttpServer> http;
@@ -241,6 +249,10 @@ Status Router::Impl::Init() {
   index = std::make_unique<kv::PrefixIndex>();
   KvIndexerOptions io;
   io.block_size = config.block_size;
+  io.summary_interval = config.global.summary_interval;
+  if (!config.global.summary_api_key.empty()) {
+    io.summary_authorization = "Bearer " + config.global.summary_api_key;
+  }
   indexer = std::make_unique<KvIndexer>(index.get(), io, &DefaultMetricsRegistry());
 
   WorkerRegistryOptions ro;
@@ -296,6 +308,7 @@ void Router::Impl::RegisterRoutes() {
   });
   http->Route("GET", "/admin/workers", [this](const http::HttpRequest& r) { return HandleWorkers(r); });
   http->Route("GET", "/debug/index", [this](const http::HttpRequest& r) { return HandleIndex(r); });
+  http->Route("GET", "/v1/kv/inventory", [this](const http::HttpRequest& r) { return HandleSummary(r); });
   http->RouteAsync("POST", "/v1/completions",
                    [this](const http::HttpRequest& r, std::shared_ptr<http::Responder> resp) {
                      HandleCompletion(openai::ApiKind::kCompletion, r, std::move(resp));
@@ -337,6 +350,29 @@ http::HttpResponse Router::Impl::HandleWorkers(const http::HttpRequest& req) {
                    {"index_synced", indexer->Synced(w->id)}});
   }
   return http::JsonResponse(200, Dump(json{{"workers", arr}}));
+}
+
+// The cluster's prefix summary for a global router: every block some worker of this router
+// holds (confirmed, any tier), in the agents' inventory format (docs/global-routing.md), plus
+// the router's load. seq counts the summaries served (each one replaces the previous).
+http::HttpResponse Router::Impl::HandleSummary(const http::HttpRequest& req) {
+  if (Status s = auth->AuthorizeAdmin(req.Header("authorization")); !s.ok()) return http::ErrorResponseFor(s);
+  const std::vector<kv::BlockHash> blocks = index->HeldBlocks(config.global.summary_max_blocks);
+  uint64_t inflight = 0;
+  uint32_t ready = 0;
+  auto table = registry->Table();
+  for (const auto& w : *table) {
+    if (w->removed.load()) continue;
+    inflight += w->inflight.load();
+    ready += w->ready.load() ? 1 : 0;
+  }
+  json j = {{"agent_id", router_id},
+            {"kind", "router"},
+            {"block_size", config.block_size},
+            {"seq", summary_seq.fetch_add(1) + 1},
+            {"tiers", json::array({json{{"medium", "GPU"}, {"hashes", blocks}}})},
+            {"load", {{"inflight", inflight}, {"ready_workers", ready}}}};
+  return http::JsonResponse(200, Dump(j));
 }
 
 http::HttpResponse Router::Impl::HandleIndex(const http::HttpRequest& req) {
@@ -481,6 +517,7 @@ void Router::Impl::Serve(openai::ApiKind kind, http::HttpRequest req, std::share
   g.responder = std::move(responder);
   g.ctx = ctx;
   g.tenant = tenant;
+  g.authorization = std::string(req.Header("authorization"));
   auto parsed = openai::ParseCompletionRequest(kind, req.body);
   if (!parsed.ok()) {
     Reject(g.responder, g.endpoint, "rejected", http::ErrorResponseFor(parsed.status()));
@@ -611,6 +648,17 @@ StatusOr<Router::Impl::Pick> Router::Impl::Choose(Gen& g, std::span<const int32_
   return p;
 }
 
+// A cluster router (global tier) authenticates the client itself and derives the same tenant
+// salt from the same key, so the client's Authorization header goes along; agents get none.
+std::vector<std::pair<std::string, std::string>> Router::Impl::UpstreamHeaders(const Gen& g,
+                                                                            const WorkerState& w) {
+  std::vector<std::pair<std::string, std::string>> h;
+  if (w.spec.is_cluster_router && !g.authorization.empty()) {
+    h.emplace_back("Authorization", g.authorization);
+  }
+  return h;
+}
+
 json Router::Impl::WorkerBody(const Gen& g, std::span<const int32_t> prompt, int32_t max_tokens, bool stream,
                               const json* kv_params) const {
   const openai::CompletionRequest& r = g.req;
@@ -652,7 +700,8 @@ Router::Impl::CallResult Router::Impl::Prefill(Gen& g, WorkerState& w, int32_t* 
   CallResult out;
   const json params = {{"do_remote_decode", true}};
   const json body = WorkerBody(g, g.prompt, 1, false, &params);
-  auto resp = g.ctx->client.Post(w.spec.url + "/v1/completions", Dump(body));
+  auto resp = g.ctx->client.Post(w.spec.url + "/v1/completions", Dump(body), "application/json",
+                                 UpstreamHeaders(g, w));
   if (g.ctx->stopped()) {
     out.outcome = Outcome::kCancelled;
     return out;
@@ -775,6 +824,7 @@ Router::Impl::CallResult Router::Impl::Decode(Gen& g, WorkerState& w, const json
   http::ClientRequest req;
   req.method = "POST";
   req.url = w.spec.url + "/v1/completions";
+  req.headers = UpstreamHeaders(g, w);
   req.body = Dump(body);
   req.content_type = "application/json";
   size_t tokens = 0;

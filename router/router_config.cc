@@ -34,6 +34,9 @@ Status RouterRoutingConfig::Validate() const {
     return InvalidArgumentError("routing.temperature must be in [0, 1e6], got " + std::to_string(temperature));
   }
   if (predicted_ttl.count() < 0) return InvalidArgumentError("routing.predicted_ttl must be >= 0");
+  if (!(rtt_block_ms >= 0) || rtt_block_ms > 1e6) {
+    return InvalidArgumentError("routing.rtt_block_ms must be in [0, 1e6], got " + std::to_string(rtt_block_ms));
+  }
   return Status::Ok();
 }
 

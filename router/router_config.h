@@ -24,12 +24,17 @@ struct RouterRoutingConfig {
   // How long the router assumes a worker holds the blocks of a request it just sent there
   // (predicted index entries) before the worker's own events confirm them.
   std::chrono::milliseconds predicted_ttl{2000};
+  // kvmesh cost: a worker's rtt_ms (workers file; the global routing tier's cluster routers)
+  // adds rtt_ms / rtt_block_ms blocks, i.e. the round trip is priced as the prefill time of
+  // that many blocks. 0 = ignore rtt_ms.
+  double rtt_block_ms = 1.0;
   template <class V> void Visit(V& v) {
     v("mode", mode, "kv | round_robin | random | least_loaded");
     v("kv_cost", kv_cost, "cost of mode kv: kvmesh | dynamo");
     v("overlap_weight", overlap_weight, "weight of blocks to prefill in the kv cost");
     v("temperature", temperature, "softmax temperature of the kv cost; 0 = lowest cost wins");
     v("predicted_ttl", predicted_ttl, "how long routed-but-unconfirmed blocks count as cached");
+    v("rtt_block_ms", rtt_block_ms, "prefill ms of one block: prices a worker's rtt_ms in the kvmesh cost; 0 = ignore rtt");
   }
   Status Validate() const;
 };
@@ -108,6 +113,22 @@ struct RouterLimitsConfig {
   Status Validate() const;
 };
 
+// The global routing tier (docs/global-routing.md): a router whose workers are other clusters'
+// routers (workers file kind: router) and the summaries those routers serve.
+struct RouterGlobalConfig {
+  // How often each cluster router's prefix summary (GET /v1/kv/inventory) is fetched.
+  std::chrono::milliseconds summary_interval{1000};
+  // Key sent with those fetches (the cluster routers' admin key); empty = none.
+  std::string summary_api_key;
+  // This router's own summary: at most this many blocks (most clusters hold fewer).
+  uint32_t summary_max_blocks = 1000000;
+  template <class V> void Visit(V& v) {
+    v("summary_interval", summary_interval, "how often cluster routers' prefix summaries are fetched");
+    v("summary_api_key", summary_api_key, "key for fetching cluster routers' summaries", kConfigSecret);
+    v("summary_max_blocks", summary_max_blocks, "most blocks this router lists in its own summary");
+  }
+};
+
 struct RouterConfig {
   std::string host = "127.0.0.1";
   uint32_t port = 8000;                // 0 = free port
@@ -123,6 +144,7 @@ struct RouterConfig {
   RouterWorkersConfig workers;
   RouterAuthConfig auth;
   RouterLimitsConfig limits;
+  RouterGlobalConfig global;
 
   template <class V> void Visit(V& v) {
     v("host", host, "address to serve HTTP on (non-loopback needs auth.api_keys_file)");
@@ -139,6 +161,7 @@ struct RouterConfig {
     v("workers", workers, "worker discovery and health");
     v("auth", auth, "API keys and tenants");
     v("limits", limits, "request limits");
+    v("global", global, "global routing tier (cluster routers as workers)");
   }
   Status Validate() const;
 };

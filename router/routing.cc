@@ -209,8 +209,13 @@ enum class KvCost { kDynamo, kKvmesh };
 
 class KvPolicy final : public RoutingPolicy {
  public:
-  KvPolicy(KvCost cost, double overlap_weight, double temperature, uint64_t seed)
-      : cost_(cost), overlap_weight_(overlap_weight), temperature_(temperature), rng_(seed) {}
+  KvPolicy(KvCost cost, double overlap_weight, double temperature, double rtt_block_ms,
+           uint64_t seed)
+      : cost_(cost),
+        overlap_weight_(overlap_weight),
+        temperature_(temperature),
+        rtt_blocks_per_ms_(rtt_block_ms > 0 ? 1.0 / rtt_block_ms : 0.0),
+        rng_(seed) {}
   const char* name() const override { return "kv"; }
   bool uses_overlap() const override { return true; }
 
@@ -235,6 +240,7 @@ class KvPolicy final : public RoutingPolicy {
     // x / bs == x * (1 / bs) exactly when bs is a power of two (the usual block sizes).
     const bool bs_pow2 = std::has_single_bit(bs);
     const double inv_bs = 1.0 / bs;
+    const double rtt_scale = rtt_blocks_per_ms_;
     double* const costs = s.costs.data();
     WorkerState* const* const cand = candidates.data();
     // dyn: std::bool_constant<dynamo>, so each pass compiles without the branch.
@@ -250,7 +256,7 @@ class KvPolicy final : public RoutingPolicy {
             static_cast<double>(w.decode_blocks.load(std::memory_order_relaxed));
         const double queue = static_cast<double>(w.inflight.load(std::memory_order_relaxed));
         return prefill + queued_prefill_blocks + kDecodeBlockWeight * decode_blocks +
-               kQueueBlocksPerRequest * queue;
+               kQueueBlocksPerRequest * queue + rtt_scale * w.rtt_ms;
       }
     };
     auto matched_prefill = [&](const kv::WorkerMatch& m) __attribute__((always_inline)) {
@@ -345,7 +351,8 @@ class KvPolicy final : public RoutingPolicy {
   // The costs (docs/routing.md), with prefill_blocks = max(0, prompt_blocks - cached):
   //   dynamo: overlap_weight * prefill_blocks + decode_blocks, cached = confirmed overlap;
   //   kvmesh: overlap_weight * prefill_blocks + prefill_tokens_in_flight / block_size
-  //           + kDecodeBlockWeight * decode_blocks + kQueueBlocksPerRequest * inflight,
+  //           + kDecodeBlockWeight * decode_blocks + kQueueBlocksPerRequest * inflight
+  //           + rtt_ms / rtt_block_ms (0 unless a worker has rtt_ms: the global tier),
   //           cached = CachedBlocks() (tier-aware and predicted overlap).
   // kvmesh's cached blocks of a worker: tier-aware and predicted overlap (0 without a match).
   static double CachedBlocks(const kv::WorkerMatch* m) {
@@ -401,6 +408,7 @@ class KvPolicy final : public RoutingPolicy {
   const KvCost cost_;
   const double overlap_weight_;
   const double temperature_;
+  const double rtt_blocks_per_ms_;  // kvmesh cost: blocks per ms of a worker's rtt_ms
   SharedRng rng_;
 };
 
@@ -433,7 +441,12 @@ StatusOr<std::unique_ptr<RoutingPolicy>> CreateRoutingPolicy(const RouterRouting
       return InvalidArgumentError("routing.temperature must be a finite number >= 0, got " +
                                   std::to_string(config.temperature));
     }
-    policy = std::make_unique<KvPolicy>(cost, config.overlap_weight, config.temperature, seed);
+    if (!(config.rtt_block_ms >= 0) || !std::isfinite(config.rtt_block_ms)) {
+      return InvalidArgumentError("routing.rtt_block_ms must be a finite number >= 0, got " +
+                                  std::to_string(config.rtt_block_ms));
+    }
+    policy = std::make_unique<KvPolicy>(cost, config.overlap_weight, config.temperature,
+                                        config.rtt_block_ms, seed);
   } else {
     return InvalidArgumentError(
         "routing.mode must be kv, round_robin, random or least_loaded, got '" + config.mode + "'");

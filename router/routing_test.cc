@@ -253,6 +253,43 @@ TEST(RoutingTest, KvmeshCostByHand) {
   EXPECT_EQ(c.overlap_predicted, 9u);
 }
 
+// The global routing tier: each "worker" is a cluster router with a round trip. With equal
+// overlap the nearer cluster wins; a long enough cached prefix wins over a longer round trip;
+// rtt_block_ms 0 ignores the round trip.
+TEST(RoutingTest, KvmeshCostPricesRoundTrips) {
+  kv::PrefixIndex index;
+  Events events(index);
+  Fleet fleet(2);
+  fleet.all[0]->rtt_ms = 40;  // far
+  fleet.all[1]->rtt_ms = 2;   // near
+  const std::vector<kv::BlockHash> h = Hashes(Tokens(5, 100));
+  auto policy = MakePolicy("kv", "kvmesh");  // rtt_block_ms 1: 1 ms = 1 block
+  RouteChoice c = policy->Choose(Input(h, 100 * kBlock), fleet.all, index.Query(h));
+  EXPECT_EQ(c.worker, fleet.all[1]);
+  EXPECT_DOUBLE_EQ(c.cost, 100 + 2);
+  // The far cluster holds 60 of the 100 blocks: 40 + 40 < 100 + 2.
+  events.Store(1, std::span(h).first(60));
+  c = policy->Choose(Input(h, 100 * kBlock), fleet.all, index.Query(h));
+  EXPECT_EQ(c.worker, fleet.all[0]);
+  EXPECT_DOUBLE_EQ(c.cost, 40 + 40);
+  // Priced at 0.5 ms per block, the same 40 ms is 80 blocks: the near cluster wins again.
+  RouterRoutingConfig config;
+  config.rtt_block_ms = 0.5;
+  auto slow = CreateRoutingPolicy(config, 1);
+  ASSERT_TRUE(slow.ok());
+  c = (*slow)->Choose(Input(h, 100 * kBlock), fleet.all, index.Query(h));
+  EXPECT_EQ(c.worker, fleet.all[1]);
+  EXPECT_DOUBLE_EQ(c.cost, 100 + 4);
+  config.rtt_block_ms = 0;  // ignore round trips
+  auto blind = CreateRoutingPolicy(config, 1);
+  ASSERT_TRUE(blind.ok());
+  c = (*blind)->Choose(Input(h, 100 * kBlock), fleet.all, index.Query(h));
+  EXPECT_EQ(c.worker, fleet.all[0]);
+  EXPECT_DOUBLE_EQ(c.cost, 40);
+  config.rtt_block_ms = -1;
+  EXPECT_FALSE(CreateRoutingPolicy(config, 1).ok());
+}
+
 TEST(RoutingTest, SoftmaxFollowsTheExpectedDistribution) {
   Fleet fleet(3);
   fleet.all[1]->decode_blocks = 10;
@@ -483,7 +520,7 @@ TEST(RoutingTest, ThousandSparseIdsMapToTheirOverlaps) {
 // The documented costs computed the straightforward way (a linear search for each candidate's
 // match, one formula per worker), independent of Choose()'s two-pass layout.
 double ReferenceCost(const std::string& cost, const WorkerState& w, const kv::QueryResult& q,
-                     uint32_t prompt_tokens, double overlap_weight) {
+                     uint32_t prompt_tokens, double overlap_weight, double rtt_block_ms = 1.0) {
   const kv::WorkerMatch* m = nullptr;
   for (const kv::WorkerMatch& x : q.workers) {
     if (x.worker == w.id) m = &x;
@@ -507,7 +544,8 @@ double ReferenceCost(const std::string& cost, const WorkerState& w, const kv::Qu
   }
   return overlap_weight * std::max(0.0, prompt_blocks - cached) +
          static_cast<double>(w.prefill_tokens.load()) / kBlock + 0.25 * decode_blocks +
-         1.0 * static_cast<double>(w.inflight.load());
+         1.0 * static_cast<double>(w.inflight.load()) +
+         (rtt_block_ms > 0 ? w.rtt_ms / rtt_block_ms : 0.0);
 }
 
 // Random fleets (dense and sparse ids, shuffled order, load ranges narrow enough for many ties)
@@ -529,6 +567,7 @@ TEST(RoutingTest, FastPassChoosesLikeTheStraightforwardComputation) {
       w->inflight = static_cast<uint32_t>(rand(range));
       w->prefill_tokens = rand(range) * (trial % 3 ? kBlock : 7);
       w->decode_blocks = rand(range);
+      w->rtt_ms = trial % 6 == 1 ? static_cast<double>(rand(40)) / 2 : 0.0;
     }
     kv::QueryResult q;
     const size_t num_matches = trial % 3 == 0 ? rand(9) : rand(n + 20);

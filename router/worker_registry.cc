@@ -54,7 +54,8 @@ WorkerSpec Normalized(WorkerSpec spec) {
 bool SameSpec(const WorkerSpec& a, const WorkerSpec& b) {
   return a.url == b.url && a.role == b.role && a.name == b.name &&
          a.events_endpoint == b.events_endpoint && a.replay_endpoint == b.replay_endpoint &&
-         a.topic == b.topic && a.has_inventory == b.has_inventory;
+         a.topic == b.topic && a.has_inventory == b.has_inventory &&
+         a.is_cluster_router == b.is_cluster_router && a.rtt_ms == b.rtt_ms && a.region == b.region;
 }
 
 // Validates and normalizes "http(s)://host:port[/]". Errors name the value.
@@ -244,10 +245,23 @@ StatusOr<std::vector<WorkerSpec>> ParseWorkerFile(std::string_view text) {
             spec.has_inventory = true;
           } else if (value == "vllm" || value == "sglang") {
             spec.has_inventory = false;
+          } else if (value == "router") {
+            spec.has_inventory = true;
+            spec.is_cluster_router = true;
           } else {
             return InvalidArgumentError(where + ".kind: unknown kind '" + value +
-                                        "' (want kvmesh or vllm)");
+                                        "' (want kvmesh, vllm or router)");
           }
+        } else if (key == "rtt_ms") {
+          char* end = nullptr;
+          const double v = std::strtod(value.c_str(), &end);
+          if (value.empty() || end != value.c_str() + value.size() || !(v >= 0) || v > 1e6) {
+            return InvalidArgumentError(where + ".rtt_ms: want a number of milliseconds in "
+                                        "[0, 1e6], got '" + value + "'");
+          }
+          spec.rtt_ms = v;
+        } else if (key == "region") {
+          spec.region = value;
         } else {
           return InvalidArgumentError(where + ": unknown field '" + key + "'");
         }
@@ -450,6 +464,7 @@ StatusOr<std::unique_ptr<WorkerRegistry>> WorkerRegistry::Create(WorkerRegistryO
       auto w = std::make_shared<WorkerState>();
       w->id = impl.next_id++;
       w->spec = Normalized(std::move(s));
+      w->rtt_ms = w->spec.rtt_ms;
       impl.members[w->spec.url] = w;
       table->push_back(w);
     }
@@ -520,6 +535,7 @@ void WorkerRegistry::SetWorkers(std::vector<WorkerSpec> workers) {
       auto w = std::make_shared<WorkerState>();
       w->id = impl.next_id++;
       w->spec = std::move(spec);
+      w->rtt_ms = w->spec.rtt_ms;
       next[url] = w;
       added.push_back(w);
     }

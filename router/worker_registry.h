@@ -58,6 +58,12 @@ struct WorkerSpec {
   std::string replay_endpoint;
   std::string topic;
   bool has_inventory = true;  // false for vLLM/SGLang workers (no GET /v1/kv/inventory)
+  // kind router: the "worker" is a whole cluster behind its own kvmesh-router (global routing
+  // tier, docs/global-routing.md). Its blocks come from polling its GET /v1/kv/inventory (the
+  // cluster's prefix summary), not from events; the client's Authorization header is forwarded.
+  bool is_cluster_router = false;
+  double rtt_ms = 0;   // rtt_ms: round trip to the worker, added to its routing cost
+  std::string region;  // informational (logs, /debug/workers)
 };
 
 // "URL" or "URL=ROLE".
@@ -70,7 +76,9 @@ StatusOr<WorkerSpec> ParseWorkerUrl(std::string_view text);
 //       events_endpoint: tcp://127.0.0.1:5557   # optional (required for vllm)
 //       replay_endpoint: tcp://127.0.0.1:5558   # optional
 //       topic: kv-events                        # optional
-//       kind: kvmesh               # kvmesh (default) | vllm (no inventory endpoint)
+//       kind: kvmesh               # kvmesh (default) | vllm (no inventory endpoint) | router
+//       rtt_ms: 12                 # optional: round trip to it (global routing tier)
+//       region: eu-west            # optional
 // Errors name the entry and field. Duplicate URLs are an error.
 StatusOr<std::vector<WorkerSpec>> ParseWorkerFile(std::string_view text);
 
@@ -88,6 +96,7 @@ struct WorkerState {
   std::atomic<uint32_t> consecutive_failures{0};
   std::atomic<int64_t> open_until_ns{0};        // steady clock; breaker open until then
   std::atomic<bool> half_open_probe_taken{false};
+  double rtt_ms = 0;  // spec.rtt_ms, next to the load counters the kv cost reads
   // Router-side load.
   std::atomic<uint32_t> inflight{0};           // requests the router has on this worker
   std::atomic<uint32_t> prefills_inflight{0};  // of which prefill (remote or local) not done yet

@@ -142,6 +142,30 @@ TEST(ParseWorkerFileTest, JsonAndEmptyForms) {
   EXPECT_TRUE(e2->empty());
 }
 
+TEST(ParseWorkerFileTest, ClusterRoutersWithRoundTrips) {
+  auto w = ParseWorkerFile(
+      "workers:\n"
+      "  - url: http://10.0.0.1:8000\n"
+      "    kind: router\n"
+      "    rtt_ms: 12.5\n"
+      "    region: eu-west\n"
+      "  - url: http://10.0.0.2:8000\n");
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  ASSERT_EQ(w->size(), 2u);
+  EXPECT_TRUE((*w)[0].is_cluster_router);
+  EXPECT_TRUE((*w)[0].has_inventory);
+  EXPECT_EQ((*w)[0].rtt_ms, 12.5);
+  EXPECT_EQ((*w)[0].region, "eu-west");
+  EXPECT_FALSE((*w)[1].is_cluster_router);
+  EXPECT_EQ((*w)[1].rtt_ms, 0);
+  for (const char* bad : {"-1", "abc", "1e9", ""}) {
+    auto r = ParseWorkerFile(std::string("workers:\n  - url: http://10.0.0.1:8000\n    rtt_ms: '") +
+                             bad + "'\n");
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_NE(r.status().message().find("workers[0].rtt_ms"), std::string::npos) << r.status().ToString();
+  }
+}
+
 TEST(ParseWorkerFileTest, ErrorsNameEntryAndField) {
   struct Case {
     const char* text;
