@@ -32,6 +32,9 @@
 #include "cli/process_supervisor.h"
 #include "common/file_util.h"
 #include "common/inference_graph.h"
+#include "operator/planner/metrics_source.h"
+#include "operator/planner/perf_profile.h"
+#include "operator/planner/planner.h"
 
 namespace kvmesh::cli {
 namespace {
@@ -56,6 +59,12 @@ flags:
   --cache-dir DIR        where builtin: models are created (default $KVMESH_CACHE_DIR,
                          $XDG_CACHE_HOME/kvmesh or ~/.cache/kvmesh)
   --ready-timeout S      how long each start-up phase may take (default 300)
+  --planner-profile FILE run the SLA planner (docs/planner.md): scale the pools between
+                         minReplicas and maxReplicas to spec.sla, with this performance
+                         profile (JSON, docs/planner.md); agents start and drain as processes
+  --planner-interval S   seconds between planner decisions (default 10)
+  --planner-scale-down-window S
+                         scale down only to the highest recommendation of this window (default 60)
   --grace S              on stop, seconds a child gets after SIGTERM before SIGKILL (default 10)
   --print-config         print the effective graph as JSON and the commands it would run; exit
   -h, --help             show this help
@@ -78,7 +87,19 @@ struct UpArgs {
   int grace_s = 10;
   bool print_config = false;
   bool no_router = false;  // hidden: agents only (tests of the lifecycle without a router)
+  std::string planner_profile;  // "" = no planner
+  double planner_interval_s = 10;
+  double planner_scale_down_window_s = 60;
 };
+
+bool ParseSeconds(std::string_view s, double& out) {
+  std::string text(s);
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  if (text.empty() || end != text.c_str() + text.size() || !(v > 0) || v > 86400) return false;
+  out = v;
+  return true;
+}
 
 template <class T>
 bool ParseUint(std::string_view s, T& out) {
@@ -125,6 +146,16 @@ std::string ParseArgs(std::span<char*> args, UpArgs& a, bool& help) {
     } else if (arg == "--ready-timeout") {
       if (!next(value) || !ParseUint(value, a.ready_timeout_s) || a.ready_timeout_s <= 0) {
         return "--ready-timeout needs a positive number of seconds";
+      }
+    } else if (arg == "--planner-profile") {
+      if (!next(a.planner_profile) || a.planner_profile.empty()) return "--planner-profile needs a file";
+    } else if (arg == "--planner-interval") {
+      if (!next(value) || !ParseSeconds(value, a.planner_interval_s)) {
+        return "--planner-interval needs seconds in (0, 86400]";
+      }
+    } else if (arg == "--planner-scale-down-window") {
+      if (!next(value) || !ParseSeconds(value, a.planner_scale_down_window_s)) {
+        return "--planner-scale-down-window needs seconds in (0, 86400]";
       }
     } else if (arg == "--grace") {
       if (!next(value) || !ParseUint(value, a.grace_s)) return "--grace needs a number of seconds";
@@ -184,6 +215,10 @@ StatusOr<std::string> LocateBinary(const char* name, const char* env_var, const 
 struct Member {
   std::string name;  // prefill-0, decode-1, router
   std::string role;  // prefill | decode | aggregated | router
+  std::string pool;  // prefill | decode (the graph's pool; aggregated agents form "decode")
+  bool was_ready = false;         // ready once before (a restart, not a new agent)
+  bool draining = false;          // planner scale-down: out of workers.yaml, stopped after a delay
+  Clock::time_point drain_since;
   ChildSpec spec;
   std::string ready_file;
   bool ready = false;
@@ -209,7 +244,7 @@ std::string WorkersYaml(const std::vector<Member>& agents) {
       "# Schema: ParseWorkerFile in router/worker_registry.h.\n"
       "workers:\n";
   for (const Member& m : agents) {
-    if (m.url.empty()) continue;
+    if (m.url.empty() || m.draining) continue;
     out += "  - url: " + m.url + "\n    role: " + m.role + "\n    name: " + m.name + "\n";
   }
   return out;
@@ -237,6 +272,16 @@ class UpRunner {
   void PrintReady();
   void StopEverything();
   Member* FindMember(const std::string& name);
+  Member MakeAgent(const std::string& pool, const std::string& role, int index);
+  // The SLA planner (--planner-profile): set up, one step per interval, and the process side of
+  // its decisions. Scale-down drains: the agent leaves workers.yaml first (the router stops
+  // sending it requests), and gets SIGTERM kDrainDelay later (it finishes what it has in flight
+  // before exiting, docs/agent.md); a request is never cut off.
+  Status SetUpPlanner();
+  void PlannerStep();
+  void ApplyReplicas(const std::string& pool, int32_t replicas);
+  void FinishDrains(bool* changed);
+  int32_t PoolSize(const std::string& pool, bool ready_only) const;
 
   UpArgs args_;
   graph::InferenceGraph graph_;
@@ -248,6 +293,16 @@ class UpRunner {
   std::vector<Member> agents_;
   std::optional<Member> router_;
   std::unique_ptr<ProcessSupervisor> sup_;
+  std::vector<std::string> agent_common_;  // agent flags shared by every pool
+  std::vector<std::pair<std::string, std::string>> agent_env_;
+  std::map<std::string, int> next_index_;  // per pool: the next agent name's number
+  std::map<std::string, std::string> pool_role_;
+  std::unique_ptr<planner::Planner> planner_;
+  std::unique_ptr<planner::ScrapeSource> planner_source_;
+  Clock::time_point planner_start_;
+  Clock::time_point next_plan_;
+  nlohmann::ordered_json last_decision_;
+  static constexpr milliseconds kDrainDelay{1500};  // > the router's workers file poll (250 ms)
 };
 
 Member* UpRunner::FindMember(const std::string& name) {
@@ -295,26 +350,17 @@ void UpRunner::PlanMembers() {
     common.insert(common.end(), {"--transfer.ucx-tls", s.disaggregation.transport});
   }
   if (!args_.cache_dir.empty()) common.insert(common.end(), {"--cache-dir", args_.cache_dir});
-  std::vector<std::pair<std::string, std::string>> env;
+  agent_common_ = common;
+  agent_env_.clear();
   // Many processes share a small machine: one compute thread each unless the user says otherwise.
   for (const char* var : {"OPENBLAS_NUM_THREADS", "KVMESH_CPU_THREADS"}) {
     const char* v = std::getenv(var);
-    env.emplace_back(var, v != nullptr && *v != '\0' ? v : "1");
+    agent_env_.emplace_back(var, v != nullptr && *v != '\0' ? v : "1");
   }
-  auto add_pool = [&](const graph::PoolSpec& pool, const std::string& prefix, const std::string& role) {
-    for (int i = 0; i < pool.replicas; ++i) {
-      Member m;
-      m.name = prefix + "-" + std::to_string(i);
-      m.role = role;
-      m.ready_file = (fs::path(run_dir_) / (m.name + ".ready")).string();
-      m.spec.name = m.name;
-      m.spec.argv = {agent_bin_, "--role", role};
-      m.spec.argv.insert(m.spec.argv.end(), common.begin(), common.end());
-      m.spec.argv.insert(m.spec.argv.end(), {"--ready-file", m.ready_file, "--agent-id", m.name});
-      m.spec.argv.insert(m.spec.argv.end(), pool.extra_args.begin(), pool.extra_args.end());
-      m.spec.env = env;
-      agents_.push_back(std::move(m));
-    }
+  auto add_pool = [&](const graph::PoolSpec& pool, const std::string& name, const std::string& role) {
+    pool_role_[name] = role;
+    for (int i = 0; i < pool.replicas; ++i) agents_.push_back(MakeAgent(name, role, i));
+    next_index_[name] = pool.replicas;
   };
   if (disagg) add_pool(s.prefill, "prefill", "prefill");
   add_pool(s.decode, "decode", disagg ? "decode" : "aggregated");
@@ -349,6 +395,136 @@ void UpRunner::PlanMembers() {
                    "--disaggregation.max-prefill-queue", std::to_string(s.disaggregation.max_prefill_queue)};
     if (!args_.cache_dir.empty()) r.spec.argv.insert(r.spec.argv.end(), {"--cache-dir", args_.cache_dir});
     router_ = std::move(r);
+  }
+}
+
+Member UpRunner::MakeAgent(const std::string& pool, const std::string& role, int index) {
+  const graph::PoolSpec& spec = pool == "prefill" ? graph_.spec.prefill : graph_.spec.decode;
+  Member m;
+  m.name = pool + "-" + std::to_string(index);
+  m.role = role;
+  m.pool = pool;
+  m.ready_file = (fs::path(run_dir_) / (m.name + ".ready")).string();
+  m.spec.name = m.name;
+  m.spec.argv = {agent_bin_, "--role", role};
+  m.spec.argv.insert(m.spec.argv.end(), agent_common_.begin(), agent_common_.end());
+  m.spec.argv.insert(m.spec.argv.end(), {"--ready-file", m.ready_file, "--agent-id", m.name});
+  m.spec.argv.insert(m.spec.argv.end(), spec.extra_args.begin(), spec.extra_args.end());
+  m.spec.env = agent_env_;
+  return m;
+}
+
+int32_t UpRunner::PoolSize(const std::string& pool, bool ready_only) const {
+  int32_t n = 0;
+  for (const Member& m : agents_) {
+    if (m.pool == pool && !m.draining && (!ready_only || m.ready)) ++n;
+  }
+  return n;
+}
+
+Status UpRunner::SetUpPlanner() {
+  if (args_.planner_profile.empty()) return Status::Ok();
+  if (!router_) return InvalidArgumentError("--planner-profile needs the router (its /metrics are the planner's input)");
+  KVMESH_ASSIGN_OR_RETURN(planner::TablePerfProfile table,
+                          planner::TablePerfProfile::FromFile(args_.planner_profile));
+  KVMESH_ASSIGN_OR_RETURN(planner::PlannerConfig config, planner::PlannerConfig::FromGraph(graph_));
+  if (pool_role_.count("prefill") == 0) config.prefill.enabled = false;
+  config.interval_s = args_.planner_interval_s;
+  config.scale_down_window_s = args_.planner_scale_down_window_s;
+  KVMESH_RETURN_IF_ERROR(config.Validate());
+  auto profile = std::make_shared<const planner::TablePerfProfile>(std::move(table));
+  KVMESH_ASSIGN_OR_RETURN(planner_, planner::Planner::Create(config, profile));
+  auto limits = [](const planner::PoolLimits& l) {
+    return l.enabled ? std::to_string(l.min_replicas) + ".." + std::to_string(l.max_replicas) : std::string("off");
+  };
+  Say("planner on: every " + std::to_string(args_.planner_interval_s) + " s, TTFT p90 target " +
+      std::to_string(config.ttft_target_s) + " s, ITL p90 target " + std::to_string(config.itl_target_s) +
+      " s, prefill " + limits(config.prefill) + ", decode " + limits(config.decode));
+  return Status::Ok();
+}
+
+// Called from the supervise loop: one decision per interval from the router's /metrics.
+void UpRunner::PlannerStep() {
+  if (!planner_ || !router_ || !router_->ready) return;
+  const Clock::time_point now = Clock::now();
+  if (!planner_source_) {
+    planner::ScrapeSource::Options o;
+    o.targets = {router_->url + "/metrics"};
+    planner_source_ = std::make_unique<planner::ScrapeSource>(o);
+    planner_start_ = now;
+    next_plan_ = now;
+  }
+  if (now < next_plan_) return;
+  next_plan_ = now + milliseconds(static_cast<int64_t>(args_.planner_interval_s * 1000));
+  const double t = std::chrono::duration<double>(now - planner_start_).count();
+  auto sample = planner_source_->Sample(t);
+  if (!sample.ok() && sample.status().code() == StatusCode::kFailedPrecondition) return;  // baseline
+  planner::Decision d;
+  if (sample.ok()) {
+    sample->prefill_replicas = PoolSize("prefill", /*ready_only=*/true);
+    sample->decode_replicas = PoolSize("decode", /*ready_only=*/true);
+    d = planner_->Decide(t, *sample);
+  } else {
+    d = planner_->Hold(t, sample.status());
+  }
+  last_decision_ = {{"time_s", t},
+                    {"metrics_ok", d.metrics_ok},
+                    {"predicted_request_rate", d.predicted_request_rate},
+                    {"prefill", {{"current", d.prefill.current}, {"replicas", d.prefill.replicas},
+                                 {"reason", d.prefill.reason}}},
+                    {"decode", {{"current", d.decode.current}, {"replicas", d.decode.replicas},
+                                {"reason", d.decode.reason}}}};
+  for (const auto& [pool, pd] : {std::pair<std::string, const planner::PoolDecision*>{"prefill", &d.prefill},
+                                 {"decode", &d.decode}}) {
+    if (pool_role_.count(pool) == 0) continue;
+    if (pd->direction != "hold" || pd->replicas != PoolSize(pool, false)) {
+      Say("planner: " + pool + " " + std::to_string(PoolSize(pool, false)) + " -> " +
+          std::to_string(pd->replicas) + " (" + pd->reason + ")");
+    }
+    ApplyReplicas(pool, pd->replicas);
+  }
+  WriteUpJson();
+}
+
+void UpRunner::ApplyReplicas(const std::string& pool, int32_t replicas) {
+  int32_t have = PoolSize(pool, /*ready_only=*/false);
+  for (; have < replicas; ++have) {
+    Member m = MakeAgent(pool, pool_role_[pool], next_index_[pool]++);
+    std::error_code ec;
+    fs::remove(m.ready_file, ec);
+    Say("planner: starting " + m.name + " (" + m.role + ")");
+    if (Status s = sup_->Start(m.spec); !s.ok()) {
+      Say("warning: planner could not start " + m.name + ": " + s.ToString());
+      break;
+    }
+    agents_.push_back(std::move(m));
+  }
+  // Newest first: the youngest agents hold the least cache.
+  for (auto it = agents_.rbegin(); it != agents_.rend() && have > replicas; ++it) {
+    if (it->pool != pool || it->draining) continue;
+    it->draining = true;
+    it->drain_since = Clock::now();
+    --have;
+    Say("planner: draining " + it->name + " (out of the router's workers; stopped in " +
+        std::to_string(kDrainDelay.count()) + " ms)");
+  }
+  if (Status s = WriteWorkersFile(); !s.ok()) Say("warning: " + s.ToString());
+}
+
+// Stops drained agents once the router has dropped them; SIGTERM lets them finish in-flight work.
+void UpRunner::FinishDrains(bool* changed) {
+  const milliseconds grace(static_cast<int64_t>(args_.grace_s) * 1000);
+  for (auto it = agents_.begin(); it != agents_.end();) {
+    if (!it->draining || Clock::now() - it->drain_since < kDrainDelay) {
+      ++it;
+      continue;
+    }
+    Say("planner: stopping " + it->name);
+    sup_->Stop(it->name, grace);
+    std::error_code ec;
+    fs::remove(it->ready_file, ec);
+    it = agents_.erase(it);
+    *changed = true;
   }
 }
 
@@ -428,6 +604,7 @@ void UpRunner::WriteUpJson() {
     children["router"] = {{"role", "router"}, {"pid", static_cast<int64_t>(sup_->Pid("router"))}, {"url", router_->url}};
   }
   j["children"] = children;
+  if (!last_decision_.is_null()) j["planner"] = last_decision_;
   Status s = WriteFileAtomic((fs::path(run_dir_) / "up.json").string(), j.dump(2) + "\n");
   if (!s.ok()) Say("warning: " + s.ToString());
 }
@@ -566,6 +743,7 @@ int UpRunner::Run() {
   if (exit_code == 0 && g_stop_signal == 0) {
     WriteUpJson();
     PrintReady();
+    if (Status s = SetUpPlanner(); !s.ok()) fail("planner: " + s.ToString());
   }
 
   // Supervise until a signal or a child that spent its restart budget.
@@ -610,11 +788,15 @@ int UpRunner::Run() {
       Say("router ready again at " + router_->url);
       PrintReady();
     }
+    for (const Member* m : back) Say(m->name + (m->was_ready ? " ready again at " : " ready at ") + m->url);
+    for (Member& m : agents_) m.was_ready = m.was_ready || m.ready;
+    back.clear();
+    FinishDrains(&changed);
     if (changed) {
       if (Status s = WriteWorkersFile(); !s.ok()) Say("warning: " + s.ToString());
       WriteUpJson();
     }
-    for (const Member* m : back) Say(m->name + " ready again at " + m->url);
+    PlannerStep();
   }
   if (g_stop_signal != 0) {
     Say(std::string("received ") + (g_stop_signal == SIGINT ? "SIGINT" : g_stop_signal == SIGTERM ? "SIGTERM" : "SIGHUP") +
