@@ -230,7 +230,7 @@ Check ValidateGraph(const InferenceGraph& g) {
   if (auto e = NonNegativeFinite("spec.sla.itlMs", s.sla.itl_ms)) return e;
 
   const PlacementSpec& pl = s.placement;
-  if (auto e = OneOf("spec.placement.policy", pl.policy, {"single", "spread", "cache-locality"})) return e;
+  if (auto e = OneOf("spec.placement.policy", pl.policy, {"single", "spread", "pack", "cache-locality"})) return e;
   if (pl.topology_key.empty()) return Err("spec.placement.topologyKey", "must not be empty");
   std::set<std::string> clusters;
   for (size_t i = 0; i < pl.clusters.size(); ++i) {

@@ -87,7 +87,7 @@ struct LinkSpec {  // network between two member clusters
 };
 
 struct PlacementSpec {
-  std::string policy = "single";  // single | spread | cache-locality
+  std::string policy = "single";  // single | spread | pack | cache-locality
   std::string topology_key = "kubernetes.io/hostname";  // topologyKey
   std::vector<ClusterSpec> clusters;
   std::vector<LinkSpec> links;

@@ -137,6 +137,9 @@ struct KubeConfig {
 // file paths relative to the kubeconfig's folder, token / tokenFile. InvalidArgument naming what
 // is missing.
 StatusOr<KubeConfig> LoadKubeconfig(const std::string& path, const std::string& context = "");
+// The same from kubeconfig text (e.g. a member cluster's kubeconfig Secret); file references
+// (certificate-authority, tokenFile, ...) resolve against the current directory.
+StatusOr<KubeConfig> LoadKubeconfigFromText(const std::string& text, const std::string& context = "");
 // In-cluster: KUBERNETES_SERVICE_HOST/PORT, /var/run/secrets/kubernetes.io/serviceaccount/{token,
 // ca.crt,namespace} (root overridable for tests).
 StatusOr<KubeConfig> InClusterConfig(

@@ -170,6 +170,14 @@ StatusOr<KubeConfig> LoadKubeconfig(const std::string& path, const std::string& 
   }
 }
 
+StatusOr<KubeConfig> LoadKubeconfigFromText(const std::string& text, const std::string& context) {
+  try {
+    return ParseKubeconfig(text, fs::current_path(), context);
+  } catch (const std::exception& e) {
+    return InvalidArgumentError(std::string("kubeconfig text: ") + e.what());
+  }
+}
+
 StatusOr<KubeConfig> InClusterConfig(const std::string& sa_dir) {
   const char* host = std::getenv("KUBERNETES_SERVICE_HOST");
   const char* port = std::getenv("KUBERNETES_SERVICE_PORT");
