@@ -10,6 +10,11 @@
 # WINDOW_S seconds of steady state with --resync-period RESYNC (every graph re-reconciled several
 # times): writes in that window, target 0. Prints one JSON object; exits 1 if steady writes != 0.
 #
+# The operator reconciles from its informer caches, so a resync of an unchanged graph makes no API
+# request: steady_api_reads counts the operator's reads in the window (target 0 too). Keep
+# WINDOW_S > RESYNC so that every graph is resynced in the window (e.g. RESYNC=30s WINDOW_S=35:
+# the convergence phase is not disturbed by resyncs, and the window still resyncs every graph).
+#
 # Usage: bench/operator_scale.sh [BUILD_DIR] ; env GRAPHS (1000), WORKERS (4), RESYNC (2s),
 # WINDOW_S (10), QUIET_S (3), TIMEOUT_S (900), EXAMPLE (examples/local-tiny.yaml), API_ARGS (extra
 # kvmesh-test-apiserver flags, e.g. --controller-interval 1s).

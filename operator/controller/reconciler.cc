@@ -1,6 +1,7 @@
 #include "operator/controller/reconciler.h"
 
 #include <algorithm>
+#include <optional>
 #include <set>
 #include <utility>
 
@@ -71,7 +72,13 @@ kube::ResourceRef ChildResource(const std::string& resource) {
 }
 
 Reconciler::Reconciler(kube::KubeClient& client, ReconcilerOptions options)
-    : client_(client), options_(std::move(options)) {}
+    : client_(client),
+      owned_reader_(std::make_unique<ClientObjectReader>(client)),
+      reader_(owned_reader_.get()),
+      options_(std::move(options)) {}
+
+Reconciler::Reconciler(kube::KubeClient& client, ObjectReader& reader, ReconcilerOptions options)
+    : client_(client), reader_(&reader), options_(std::move(options)) {}
 
 ReconcilerStats Reconciler::stats() const {
   ReconcilerStats s;
@@ -84,6 +91,7 @@ ReconcilerStats Reconciler::stats() const {
   s.finalizer_updates = counters_.finalizer_updates.load();
   s.events = counters_.events.load();
   s.conflicts = counters_.conflicts.load();
+  s.stale_reads = counters_.stale_reads.load();
   return s;
 }
 
@@ -109,26 +117,57 @@ ReconcileResult Reconciler::Reconcile(const std::string& key) {
 }
 
 ReconcileResult Reconciler::ReconcileGraph(const std::string& ns, const std::string& name) {
-  const kube::ResourceRef graphs = kube::InferenceGraphs();
-  auto got = client_.Get(graphs, ns, name);
+  auto got = reader_->Get(kube::InferenceGraphs(), ns, name);
   if (!got.ok()) {
     if (kube::IsNotFound(got.status())) return {};  // deleted: children go by owner references
     return {false, std::chrono::milliseconds(0), got.status()};
   }
-  json object = std::move(*got);
+  return ReconcileObject(ns, name, std::move(*got), /*fresh=*/!reader_->IsCache());
+}
+
+ReconcileResult Reconciler::ReconcileObject(const std::string& ns, const std::string& name, json object,
+                                            bool fresh) {
+  const kube::ResourceRef graphs = kube::InferenceGraphs();
   auto meta_or = ReadGraphMeta(object);
   if (!meta_or.ok()) return {false, std::chrono::milliseconds(0), meta_or.status()};
   GraphMeta meta = *meta_or;
   if (meta.namespace_.empty()) meta.namespace_ = ns;
 
-  if (!meta.deletion_timestamp.empty()) return Finalize(std::move(object), meta);
+  // Before the first write of a pass that read the graph from a cache: is the cached graph the
+  // API server's current one? nullopt = yes, go on; otherwise the pass ends with that result
+  // (graph gone, read failed, or the pass redone from the newer live graph).
+  auto confirm_graph = [&]() -> std::optional<ReconcileResult> {
+    if (fresh) return std::nullopt;
+    auto live = client_.Get(graphs, ns, name);
+    if (!live.ok()) {
+      if (kube::IsNotFound(live.status())) return ReconcileResult{};
+      return ReconcileResult{false, std::chrono::milliseconds(0), live.status()};
+    }
+    fresh = true;
+    if (Str(*live, {"metadata", "resourceVersion"}) == meta.resource_version) return std::nullopt;
+    counters_.stale_reads++;
+    return ReconcileObject(ns, name, std::move(*live), /*fresh=*/true);
+  };
+
+  if (!meta.deletion_timestamp.empty()) {
+    if (auto stop = confirm_graph()) return *stop;
+    return Finalize(std::move(object), meta);
+  }
 
   auto parsed = ReadOwnedGraph(object);
-  if (!parsed.ok()) return HandleInvalidSpec(std::move(object), meta, parsed.status());
+  if (!parsed.ok()) {
+    const json previous = object.contains("status") ? object["status"] : json();
+    json status = InvalidSpecStatus(meta, parsed.status().message(), previous, options_.clock());
+    if (status != previous) {
+      if (auto stop = confirm_graph()) return *stop;
+    }
+    return HandleInvalidSpec(std::move(object), meta, parsed.status(), status);
+  }
   OwnedGraph og = std::move(*parsed);
   og.meta.namespace_ = meta.namespace_;
 
   if (!HasFinalizer(og.meta)) {
+    if (auto stop = confirm_graph()) return *stop;
     auto updated = UpdateFinalizers(std::move(object), /*add=*/true);
     if (!updated.ok()) return {false, std::chrono::milliseconds(0), updated.status()};
     object = std::move(*updated);
@@ -140,12 +179,10 @@ ReconcileResult Reconciler::ReconcileGraph(const std::string& ns, const std::str
     }
   }
 
-  kube::ListOptions pod_opts;
-  pod_opts.label_selector = std::string(kGraphLabel) + "=" + name;
-  auto pods = client_.List(kube::Pods(), ns, pod_opts);
+  auto pods = reader_->List(kube::Pods(), ns, std::string(kGraphLabel) + "=" + name);
   if (!pods.ok()) return {false, std::chrono::milliseconds(0), pods.status()};
 
-  const DesiredObjects desired = BuildDesired(og, options_.settings, ReadyWorkerPods(pods->items));
+  const DesiredObjects desired = BuildDesired(og, options_.settings, ReadyWorkerPods(*pods));
   std::vector<json> deployments;
   std::string write_error;
   std::vector<std::string> created;
@@ -153,32 +190,57 @@ ReconcileResult Reconciler::ReconcileGraph(const std::string& ns, const std::str
   std::set<std::pair<std::string, std::string>> desired_keys;
   auto add_error = [&](const std::string& e) { write_error += (write_error.empty() ? "" : "; ") + e; };
 
+  // What one child needs, judged on its current state (nullopt = absent).
+  enum class Verdict { kForeign, kDeleting, kUpToDate, kApply };
+  auto judge = [&](const std::optional<json>& live, const json& want) {
+    if (!live) return Verdict::kApply;
+    if (!ControlledBy(*live, og.meta)) return Verdict::kForeign;
+    if (BeingDeleted(*live)) return Verdict::kDeleting;  // recreated once it is gone
+    return NeedsApply(want, *live) ? Verdict::kApply : Verdict::kUpToDate;
+  };
+  // The child as read; false (with the error added) when it could not be read.
+  auto read_child = [&](ObjectReader& from, const kube::ResourceRef& ref, const std::string& kind,
+                        const std::string& child, std::optional<json>& out) {
+    auto got = from.Get(ref, ns, child);
+    out.reset();
+    if (got.ok()) {
+      out = std::move(*got);
+    } else if (!kube::IsNotFound(got.status())) {
+      add_error("read " + kind + " " + child + ": " + got.status().message());
+      return false;
+    }
+    return true;
+  };
+  ClientObjectReader api(client_);
+
   for (const DesiredObject& d : desired) {
     const std::string child = Str(d.object, {"metadata", "name"});
     const std::string kind = Str(d.object, {"kind"});
     desired_keys.emplace(d.resource, child);
     const kube::ResourceRef ref = ChildResource(d.resource);
-    auto live = client_.Get(ref, ns, child);
-    json current;
-    bool exists = false;
-    if (live.ok()) {
-      exists = true;
-      if (!ControlledBy(*live, og.meta)) {
-        add_error(kind + " " + child + " exists and is not controlled by this InferenceGraph");
-        continue;
-      }
-      if (BeingDeleted(*live)) {  // recreated once it is gone
-        child_deleting = true;
-        continue;
-      }
-      if (!NeedsApply(d.object, *live)) {
-        if (d.resource == "deployments") deployments.push_back(std::move(*live));
-        continue;
-      }
-    } else if (!kube::IsNotFound(live.status())) {
-      add_error("read " + kind + " " + child + ": " + live.status().message());
+    std::optional<json> live;
+    if (!read_child(*reader_, ref, kind, child, live)) continue;
+    Verdict verdict = judge(live, d.object);
+    if (verdict == Verdict::kApply && reader_->IsCache()) {
+      // Decide the write on the API server's copy: the cache may lag our own last write.
+      if (!read_child(api, ref, kind, child, live)) continue;
+      verdict = judge(live, d.object);
+      if (verdict != Verdict::kApply) counters_.stale_reads++;
+    }
+    if (verdict == Verdict::kForeign) {
+      add_error(kind + " " + child + " exists and is not controlled by this InferenceGraph");
       continue;
     }
+    if (verdict == Verdict::kDeleting) {
+      child_deleting = true;
+      continue;
+    }
+    if (verdict == Verdict::kUpToDate) {
+      if (d.resource == "deployments") deployments.push_back(std::move(*live));
+      continue;
+    }
+    if (auto stop = confirm_graph()) return *stop;
+    const bool exists = live.has_value();
     auto applied = client_.Patch(ref, ns, child, kube::PatchType::kApply, d.object, kube::PatchOptions{});
     if (!applied.ok() && !exists && kube::IsNotFound(applied.status())) {
       applied = client_.Create(ref, ns, d.object);  // a server that does not create on apply
@@ -199,8 +261,7 @@ ReconcileResult Reconciler::ReconcileGraph(const std::string& ns, const std::str
                         std::to_string(before) + " to " + std::to_string(after) + " replicas");
       }
     }
-    current = std::move(*applied);
-    if (d.resource == "deployments") deployments.push_back(std::move(current));
+    if (d.resource == "deployments") deployments.push_back(std::move(*applied));
   }
   if (!created.empty()) {
     std::string msg = "created";
@@ -213,14 +274,20 @@ ReconcileResult Reconciler::ReconcileGraph(const std::string& ns, const std::str
   for (const auto& [resource, child] : AllChildKeys(name)) {
     if (desired_keys.count({resource, child}) != 0) continue;
     const kube::ResourceRef ref = ChildResource(resource);
-    auto live = client_.Get(ref, ns, child);
-    if (!live.ok()) {
-      if (!kube::IsNotFound(live.status())) add_error("read " + resource + "/" + child + ": " + live.status().message());
-      continue;
-    }
+    std::optional<json> live;
+    if (!read_child(*reader_, ref, resource, child, live) || !live) continue;
     if (!ControlledBy(*live, og.meta) || BeingDeleted(*live)) continue;
+    if (reader_->IsCache()) {
+      if (!read_child(api, ref, resource, child, live)) continue;
+      if (!live || !ControlledBy(*live, og.meta) || BeingDeleted(*live)) {
+        counters_.stale_reads++;
+        continue;
+      }
+    }
+    if (auto stop = confirm_graph()) return *stop;
     Status del = client_.Delete(ref, ns, child);
-    if (!del.ok() && !kube::IsNotFound(del)) {
+    if (kube::IsNotFound(del)) continue;  // gone meanwhile: nothing deleted, nothing to report
+    if (!del.ok()) {
       add_error("delete " + resource + "/" + child + ": " + del.message());
       continue;
     }
@@ -234,7 +301,7 @@ ReconcileResult Reconciler::ReconcileGraph(const std::string& ns, const std::str
   StatusInput in;
   in.graph = &og;
   in.deployments = std::move(deployments);
-  in.ready = ReadyPodCounts(pods->items);
+  in.ready = ReadyPodCounts(*pods);
   in.previous = previous;
   in.write_error = write_error;
   in.now = options_.clock();
@@ -242,6 +309,9 @@ ReconcileResult Reconciler::ReconcileGraph(const std::string& ns, const std::str
   so.degraded_grace = options_.degraded_grace;
   so.settings = options_.settings;
   StatusResult computed = ComputeStatus(in, so);
+  if (computed.status != previous) {
+    if (auto stop = confirm_graph()) return *stop;
+  }
   Status ws = WriteStatus(std::move(object), computed.status);
   if (!ws.ok()) return {false, std::chrono::milliseconds(0), ws};
 
@@ -268,9 +338,9 @@ ReconcileResult Reconciler::ReconcileGraph(const std::string& ns, const std::str
   return result;
 }
 
-ReconcileResult Reconciler::HandleInvalidSpec(json object, const GraphMeta& meta, const Status& error) {
+ReconcileResult Reconciler::HandleInvalidSpec(json object, const GraphMeta& meta, const Status& error,
+                                              const json& status) {
   const json previous = object.contains("status") ? object["status"] : json();
-  json status = InvalidSpecStatus(meta, error.message(), previous, options_.clock());
   Status ws = WriteStatus(std::move(object), status);
   if (!ws.ok()) return {false, std::chrono::milliseconds(0), ws};
   json before = FindCondition(previous, "Degraded");

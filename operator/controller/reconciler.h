@@ -1,11 +1,19 @@
 // Reconciler: the level-based control loop body of kvmesh-operator for one InferenceGraph key
-// ("namespace/name"). It re-reads everything it needs through kube::KubeClient, converges the
-// graph's children on BuildDesired's objects, and writes the graph's status. Idempotent: with
-// nothing changed, a Reconcile performs reads only (zero writes) -- children are applied by
+// ("namespace/name"). It reads the graph and its children through an ObjectReader (the manager's
+// informer caches, or the API server), converges the graph's children on BuildDesired's objects,
+// and writes the graph's status. Idempotent: with nothing changed, a Reconcile performs reads
+// only (zero writes; zero API requests when reading from caches) -- children are applied by
 // server-side apply only when NeedsApply says a field the operator owns differs, and the status
 // only when it differs.
 //
-// Steps (docs/operator.md): GET graph (gone -> done); being deleted -> finalizer drain; invalid
+// Stale caches: every write is decided on API-server state. When the reader is a cache and it
+// says a write is needed, the reconciler first GETs that object (a child, or the graph before the
+// first write to anything) from the API server: if the live object needs nothing, no write is
+// made (counted as stale_reads); if the live graph is newer than the cached one, the pass starts
+// again from the live graph. So a cache lagging behind the operator's own last write costs one
+// GET, never a write, a 409 or a repeated Event.
+//
+// Steps (docs/operator.md): read graph (gone -> done); being deleted -> finalizer drain; invalid
 // spec -> status Degraded/InvalidSpec + Event, children untouched; add finalizer kvmesh.dev/drain;
 // list the graph's pods; apply desired children; delete owned children no longer desired; write
 // status (409 -> re-GET and retry once). Events on transitions (Created, ScaledPool, Available,
@@ -19,10 +27,12 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "common/status.h"
 #include "operator/controller/desired_state.h"
+#include "operator/controller/object_reader.h"
 #include "operator/controller/status.h"
 #include "operator/kube/kube_client.h"
 
@@ -56,23 +66,33 @@ struct ReconcilerStats {
   uint64_t finalizer_updates = 0;   // finalizer added or removed
   uint64_t events = 0;              // Events recorded
   uint64_t conflicts = 0;           // 409s retried
+  uint64_t stale_reads = 0;         // cached reads the API server contradicted before a write
 };
 
 class Reconciler {
  public:
+  // Reads and writes through `client` (every read is an API request).
   Reconciler(kube::KubeClient& client, ReconcilerOptions options);
+  // Reads through `reader` (which must outlive the reconciler), writes through `client`.
+  Reconciler(kube::KubeClient& client, ObjectReader& reader, ReconcilerOptions options);
   ReconcileResult Reconcile(const std::string& key);
   ReconcilerStats stats() const;
 
  private:
   struct Counters {
     std::atomic<uint64_t> ok{0}, requeue{0}, error{0}, applies{0}, deletes{0}, status_updates{0},
-        finalizer_updates{0}, events{0}, conflicts{0};
+        finalizer_updates{0}, events{0}, conflicts{0}, stale_reads{0};
   };
 
   ReconcileResult ReconcileGraph(const std::string& ns, const std::string& name);
+  // One pass over `object` (the graph as read). `fresh`: known to be the API server's current
+  // version (false for a cached read, until confirmed).
+  ReconcileResult ReconcileObject(const std::string& ns, const std::string& name, nlohmann::json object,
+                                  bool fresh);
   ReconcileResult Finalize(nlohmann::json object, const GraphMeta& meta);
-  ReconcileResult HandleInvalidSpec(nlohmann::json object, const GraphMeta& meta, const Status& error);
+  // Writes `status` (InvalidSpecStatus) and the InvalidSpec Event when the message is new.
+  ReconcileResult HandleInvalidSpec(nlohmann::json object, const GraphMeta& meta, const Status& error,
+                                    const nlohmann::json& status);
   // PUT the graph with `finalizers`; on 409 re-GET and retry once. Returns the updated object.
   StatusOr<nlohmann::json> UpdateFinalizers(nlohmann::json object, bool add);
   // Writes `status` if it differs from object's status; 409 -> re-GET and retry once.
@@ -82,6 +102,8 @@ class Reconciler {
                    const std::string& message);
 
   kube::KubeClient& client_;
+  std::unique_ptr<ObjectReader> owned_reader_;  // the ClientObjectReader of the first constructor
+  ObjectReader* reader_;
   ReconcilerOptions options_;
   Counters counters_;
   std::atomic<uint64_t> event_seq_{0};

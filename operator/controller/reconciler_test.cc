@@ -11,6 +11,7 @@
 
 #include "common/http_client.h"
 #include "operator/controller/reconciler_test_server.h"
+#include "operator/kube/informer.h"
 
 namespace kvmesh::controller {
 namespace {
@@ -385,6 +386,81 @@ TEST_F(ReconcilerTest, DrainTimeoutStillRemovesTheFinalizer) {
   EXPECT_TRUE(WaitFor([&] {
     return kube::IsNotFound(client_->Get(kube::InferenceGraphs(), "default", "g6").status());
   }));
+}
+
+// The operator binary's configuration: reads from informer caches (InformerObjectReader over
+// informers on the graphs and the labelled children, indexed by graph), writes to the API server.
+TEST_F(ReconcilerTest, ReadsFromInformerCachesAndNeverWritesOnAStaleRead) {
+  std::vector<std::unique_ptr<kube::Informer>> informers;
+  InformerObjectReader reader(*client_);
+  auto add = [&](const kube::ResourceRef& r, const std::string& selector) {
+    kube::InformerOptions o;
+    o.resource = r;
+    o.ns = "default";
+    o.label_selector = selector;
+    auto inf = std::make_unique<kube::Informer>(client_.get(), o);
+    inf->AddIndex(kGraphIndex, GraphIndexValues);
+    reader.Add(r, inf.get());
+    informers.push_back(std::move(inf));
+  };
+  add(kube::InferenceGraphs(), "");
+  for (const kube::ResourceRef& r : {kube::Deployments(), kube::Pods(), kube::Services(), kube::ConfigMaps(),
+                                     kube::PodDisruptionBudgets()}) {
+    add(r, "app.kubernetes.io/managed-by=kvmesh-operator");
+  }
+  auto start_all = [&] {
+    for (auto& i : informers) ASSERT_TRUE(i->Start().ok());
+    for (auto& i : informers) ASSERT_TRUE(i->WaitForSync(milliseconds(5000)));
+  };
+  start_all();
+  ReconcilerOptions ro;
+  ro.clock = [this] { return now_; };
+  ro.degraded_grace = std::chrono::seconds(300);
+  Reconciler rec(*client_, reader, ro);
+  Create(Graph("c1"));
+  ASSERT_TRUE(WaitFor([&] { return reader.Get(kube::InferenceGraphs(), "default", "c1").ok(); }));
+
+  // Frozen caches (Stop keeps them readable): nothing the reconciler writes becomes visible to it.
+  for (auto& i : informers) i->Stop();
+  ReconcileResult r = rec.Reconcile("default/c1");
+  ASSERT_TRUE(r.ok) << r.error.ToString();
+  const ReconcilerStats first = rec.stats();
+  EXPECT_EQ(first.applies, 7u);
+  EXPECT_EQ(first.finalizer_updates, 1u);
+  EXPECT_EQ(first.status_updates, 1u);
+  EXPECT_TRUE(HasEvent("c1", "Created"));
+  const size_t events = Events("c1").size();
+
+  // The caches still say "no children, no finalizer, no status"; the API server says "done".
+  const uint64_t writes = client_->writes();
+  r = rec.Reconcile("default/c1");
+  ASSERT_TRUE(r.ok) << r.error.ToString();
+  EXPECT_EQ(client_->writes(), writes) << "a stale cache made the reconciler write";
+  const ReconcilerStats second = rec.stats();
+  EXPECT_GT(second.stale_reads, first.stale_reads);
+  EXPECT_EQ(second.applies, first.applies);
+  EXPECT_EQ(second.conflicts, 0u);
+  EXPECT_EQ(Events("c1").size(), events) << "an Event was recorded again";
+
+  // Caches live again: once they have caught up, a reconcile makes no API request at all.
+  start_all();
+  ASSERT_TRUE(WaitFor([&] { return PodsMatchReplicas("c1", 3); }));
+  bool zero_request_pass = false;
+  for (int i = 0; i < 100 && !zero_request_pass; ++i) {
+    std::this_thread::sleep_for(milliseconds(30));
+    const uint64_t reads_before = client_->reads(), writes_before = client_->writes();
+    r = rec.Reconcile("default/c1");
+    ASSERT_TRUE(r.ok) << r.error.ToString();
+    zero_request_pass = client_->reads() == reads_before && client_->writes() == writes_before;
+  }
+  EXPECT_TRUE(zero_request_pass) << "a reconcile from caches kept making API requests";
+  // The pod list of a graph comes through the graph index and matches a LIST.
+  auto cached = reader.List(kube::Pods(), "default", std::string(kGraphLabel) + "=c1");
+  ASSERT_TRUE(cached.ok()) << cached.status().ToString();
+  EXPECT_EQ(cached->size(), 3u);
+  EXPECT_TRUE(reader.List(kube::Pods(), "default", std::string(kGraphLabel) + "=other")->empty());
+  EXPECT_EQ(Events("c1").size(), events);
+  for (auto& i : informers) i->Stop();
 }
 
 }  // namespace

@@ -21,6 +21,47 @@ Informer::~Informer() { Stop(); }
 
 void Informer::AddHandlers(InformerHandlers handlers) { handlers_.push_back(std::move(handlers)); }
 
+void Informer::AddIndex(const std::string& name, IndexFunc fn) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Index& idx = indexes_[name];
+  idx.fn = std::move(fn);
+  idx.keys.clear();
+  for (const auto& [key, obj] : cache_) {
+    for (const std::string& v : idx.fn(obj)) idx.keys[v].insert(key);
+  }
+}
+
+void Informer::ReindexLocked(const std::string& key, const nlohmann::json* old_obj,
+                             const nlohmann::json* new_obj) {
+  for (auto& [name, idx] : indexes_) {
+    std::vector<std::string> before = old_obj != nullptr ? idx.fn(*old_obj) : std::vector<std::string>{};
+    std::vector<std::string> after = new_obj != nullptr ? idx.fn(*new_obj) : std::vector<std::string>{};
+    if (before == after) continue;
+    for (const std::string& v : before) {
+      auto it = idx.keys.find(v);
+      if (it == idx.keys.end()) continue;
+      it->second.erase(key);
+      if (it->second.empty()) idx.keys.erase(it);
+    }
+    for (const std::string& v : after) idx.keys[v].insert(key);
+  }
+}
+
+std::vector<nlohmann::json> Informer::ByIndex(const std::string& name, const std::string& value) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<nlohmann::json> out;
+  auto idx = indexes_.find(name);
+  if (idx == indexes_.end()) return out;
+  auto keys = idx->second.keys.find(value);
+  if (keys == idx->second.keys.end()) return out;
+  out.reserve(keys->second.size());
+  for (const std::string& k : keys->second) {
+    auto it = cache_.find(k);
+    if (it != cache_.end()) out.push_back(it->second);
+  }
+  return out;
+}
+
 Status Informer::Start() {
   if (thread_.joinable()) return FailedPreconditionError("informer already started");
   stop_ = false;
@@ -105,6 +146,12 @@ void Informer::Replace(const std::vector<nlohmann::json>& items) {
       }
     }
     cache_ = std::move(fresh);
+    for (auto& [name, idx] : indexes_) {
+      idx.keys.clear();
+      for (const auto& [key, obj] : cache_) {
+        for (const std::string& v : idx.fn(obj)) idx.keys[v].insert(key);
+      }
+    }
   }
   for (const auto& c : changes) {
     for (const auto& h : handlers_) {
@@ -133,8 +180,10 @@ void Informer::Apply(const WatchEvent& event) {
     if (it != cache_.end()) old_obj = it->second;
     if (event.type == "DELETED") {
       cache_.erase(key);
+      ReindexLocked(key, old_obj ? &*old_obj : nullptr, nullptr);
     } else {
-      cache_[key] = event.object;
+      const nlohmann::json& stored = cache_[key] = event.object;
+      ReindexLocked(key, old_obj ? &*old_obj : nullptr, &stored);
     }
   }
   for (const auto& h : handlers_) {

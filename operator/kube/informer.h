@@ -11,8 +11,11 @@
 //     the new list's version;
 //   - other errors (connection refused, 5xx after the client's retries) back off exponentially
 //     (min_backoff doubling to max_backoff) and retry.
+// Indexes (client-go's Indexers): AddIndex(name, fn) before Start; fn gives the index values of
+// an object; ByIndex(name, value) returns the cached objects with that value. Kept in step with
+// the cache under the same lock, so ByIndex never sees an object Get would not.
 // Invariants: handlers run on the informer's own thread, one at a time, after the cache has been
-// changed (a handler sees the new state through Get/List). An update whose resourceVersion did not
+// changed (a handler sees the new state through Get/List/ByIndex). An update whose resourceVersion did not
 // change (relist of an unchanged object) calls no handler. Stop() returns within about a second
 // (the watch polls its stop flag) unless a LIST is in flight, bounded by the client's timeout.
 #pragma once
@@ -23,6 +26,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -59,6 +63,9 @@ class Informer {
 
   // Only before Start().
   void AddHandlers(InformerHandlers handlers);
+  using IndexFunc = std::function<std::vector<std::string>(const nlohmann::json& obj)>;
+  // Only before Start(). A second index of the same name replaces the first.
+  void AddIndex(const std::string& name, IndexFunc fn);
   // Starts the thread. FailedPrecondition if already started.
   Status Start();
   // Stops the thread and waits for it. Idempotent. The cache stays readable.
@@ -74,6 +81,9 @@ class Informer {
   std::optional<nlohmann::json> Get(const std::string& key) const;
   std::vector<nlohmann::json> List() const;
   std::vector<std::string> ListKeys() const;
+  bool HasIndex(const std::string& name) const { return indexes_.count(name) != 0; }
+  // The cached objects whose index `name` has `value`, by key order; empty for an unknown index.
+  std::vector<nlohmann::json> ByIndex(const std::string& name, const std::string& value) const;
 
   // Counters for metrics: watches started again after a stream ended or failed, and LISTs after
   // the first one (410 recoveries).
@@ -88,6 +98,13 @@ class Informer {
   void Replace(const std::vector<nlohmann::json>& items);
   void Apply(const WatchEvent& event);
   void SleepFor(std::chrono::milliseconds d);
+  // Index bookkeeping for a cache change of `key` (old or new may be null). mu_ held.
+  void ReindexLocked(const std::string& key, const nlohmann::json* old_obj, const nlohmann::json* new_obj);
+
+  struct Index {
+    IndexFunc fn;
+    std::map<std::string, std::set<std::string>> keys;  // value -> cache keys; guarded by mu_
+  };
 
   KubeClient* const client_;
   const InformerOptions options_;
@@ -96,6 +113,7 @@ class Informer {
   mutable std::mutex mu_;  // guards cache_ and last_rv_
   mutable std::condition_variable cv_;
   std::map<std::string, nlohmann::json> cache_;
+  std::map<std::string, Index> indexes_;  // the set of names is fixed at Start
   std::string last_rv_;
 
   std::atomic<bool> stop_{false};

@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "operator/controller/desired_state.h"
+#include "operator/controller/object_reader.h"
 #include "operator/controller/reconciler.h"
 #include "operator/kube/informer.h"
 #include "operator/kube/kube_client.h"
@@ -64,6 +65,7 @@ struct Metrics {
   CounterFamily* relists = nullptr;
   CounterFamily* api_requests = nullptr;
   CounterFamily* writes = nullptr;
+  CounterFamily* stale_reads = nullptr;
   GaugeFamily* is_leader = nullptr;
   GaugeFamily* graphs = nullptr;
 
@@ -91,6 +93,11 @@ struct Metrics {
     KVMESH_ASSIGN_OR_RETURN(m.writes, r.AddCounter("kvmesh_operator_writes_total",
                                                    "Writes by the reconciler by what they wrote",
                                                    {"what"}));
+    KVMESH_ASSIGN_OR_RETURN(
+        m.stale_reads,
+        r.AddCounter("kvmesh_operator_stale_cache_reads_total",
+                     "Cached reads the API server contradicted when confirming a write (no write made)",
+                     {}));
     KVMESH_ASSIGN_OR_RETURN(m.is_leader, r.AddGauge("kvmesh_operator_is_leader",
                                                     "1 while this replica runs the controllers", {}));
     KVMESH_ASSIGN_OR_RETURN(m.graphs, r.AddGauge("kvmesh_operator_graphs",
@@ -110,13 +117,6 @@ class Controllers {
  public:
   Controllers(kube::KubeClient* client, const OperatorConfig& config, Metrics* metrics)
       : config_(config), metrics_(metrics), queue_(kube::WorkQueueOptions{}) {
-    controller::ReconcilerOptions ro;
-    ro.settings = config.pods.s;
-    ro.drain_timeout = std::chrono::duration_cast<std::chrono::seconds>(config.drain_timeout);
-    ro.degraded_grace = std::chrono::duration_cast<std::chrono::seconds>(config.degraded_grace);
-    ro.instance = EnvOr("POD_NAME", "kvmesh-operator");
-    reconciler_ = std::make_unique<controller::Reconciler>(*client, ro);
-
     kube::InformerOptions graphs;
     graphs.resource = kube::InferenceGraphs();
     graphs.ns = config.watch_namespace;
@@ -133,6 +133,7 @@ class Controllers {
       o.ns = config.watch_namespace;
       o.label_selector = selector;
       auto inf = std::make_unique<kube::Informer>(client, o);
+      inf->AddIndex(controller::kGraphIndex, controller::GraphIndexValues);
       inf->AddHandlers({[this](const json& c) { EnqueueOwner(c); },
                         [this](const json& old_c, const json& c) {
                           EnqueueOwner(old_c);
@@ -141,6 +142,20 @@ class Controllers {
                         [this](const json& c) { EnqueueOwner(c); }});
       child_informers_.push_back(std::move(inf));
     }
+    // The reconciler reads the graph and its children from these caches (writes go to the API
+    // server; see reconciler.h on stale reads).
+    reader_ = std::make_unique<controller::InformerObjectReader>(*client);
+    reader_->Add(kube::InferenceGraphs(), graph_informer_.get());
+    const kube::ResourceRef children[] = {kube::Deployments(), kube::Pods(), kube::Services(),
+                                          kube::ConfigMaps(), kube::PodDisruptionBudgets()};
+    for (size_t i = 0; i < child_informers_.size(); ++i) reader_->Add(children[i], child_informers_[i].get());
+
+    controller::ReconcilerOptions ro;
+    ro.settings = config.pods.s;
+    ro.drain_timeout = std::chrono::duration_cast<std::chrono::seconds>(config.drain_timeout);
+    ro.degraded_grace = std::chrono::duration_cast<std::chrono::seconds>(config.degraded_grace);
+    ro.instance = EnvOr("POD_NAME", "kvmesh-operator");
+    reconciler_ = std::make_unique<controller::Reconciler>(*client, *reader_, ro);
   }
 
   Status Start() {
@@ -195,6 +210,7 @@ class Controllers {
     AddDelta(metrics_->writes->WithLabels({"status"}), s.status_updates, last_["status"]);
     AddDelta(metrics_->writes->WithLabels({"finalizer"}), s.finalizer_updates, last_["finalizer"]);
     AddDelta(metrics_->writes->WithLabels({"event"}), s.events, last_["event"]);
+    AddDelta(metrics_->stale_reads->WithLabels({}), s.stale_reads, last_["stale"]);
   }
 
  private:
@@ -204,6 +220,12 @@ class Controllers {
   void EnqueueOwner(const json& child) { Enqueue(OwnerGraphKey(child)); }
 
   void WorkerLoop() {
+    // Reconciles read the caches: wait until every informer has listed once (controller-runtime's
+    // WaitForCacheSync), so a first pass does not take an unsynced cache for "nothing exists".
+    while (!Synced()) {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (cv_.wait_for(lock, std::chrono::milliseconds(50), [this] { return stopping_; })) return;
+    }
     for (;;) {
       kube::WorkQueue::Item item = queue_.Get();
       if (item.shutdown) return;
@@ -241,9 +263,10 @@ class Controllers {
   const OperatorConfig& config_;
   Metrics* const metrics_;
   kube::WorkQueue queue_;
-  std::unique_ptr<controller::Reconciler> reconciler_;
   std::unique_ptr<kube::Informer> graph_informer_;
   std::vector<std::unique_ptr<kube::Informer>> child_informers_;
+  std::unique_ptr<controller::InformerObjectReader> reader_;  // over the informers above
+  std::unique_ptr<controller::Reconciler> reconciler_;        // reads through reader_
   std::vector<std::thread> workers_;
   std::thread resync_;
   std::mutex mu_;

@@ -8,8 +8,11 @@
 //   - controllers: informers on InferenceGraphs and on the children the operator labels
 //     (Deployments, Pods, Services, ConfigMaps, PodDisruptionBudgets); every change enqueues the
 //     owning graph's key in a rate-limited WorkQueue; `workers` threads run Reconciler::Reconcile
-//     (one key never on two threads); errors requeue with per-key backoff, requeue_after with a
-//     delay; every graph is enqueued again every resync_period (level-based safety net).
+//     (one key never on two threads) once every informer has synced; errors requeue with per-key
+//     backoff, requeue_after with a delay; every graph is enqueued again every resync_period
+//     (level-based safety net). The reconciler reads the graph and its children from these
+//     informer caches (controller::InformerObjectReader, children indexed by graph label) and
+//     writes to the API server, so a reconcile of an unchanged graph makes no API request.
 // Thread-safety: Start/Shutdown from one thread (the service runner's main thread).
 #pragma once
 

@@ -71,7 +71,7 @@ ApiStore::ApiStore(Options options) : options_(options) {
   RegisterBuiltinsLocked();
   for (const char* ns : {"default", "kube-system", "kube-public", "kube-node-lease"}) {
     Json obj = {{"apiVersion", "v1"}, {"kind", "Namespace"}, {"metadata", {{"name", ns}}}};
-    (void)CreateLocked(*FindType("", "v1", "namespaces"), "", obj, {}, true);
+    (void)CreateLocked(*FindTypeLocked("", "v1", "namespaces"), "", obj, {}, true);
   }
 }
 
@@ -124,7 +124,9 @@ void ApiStore::RegisterCrdLocked(const Json& crd) {
     t.has_status = v.contains("subresources") && v["subresources"].contains("status");
     t.has_scale = v.contains("subresources") && v["subresources"].contains("scale");
     t.custom = true;
-    if (v.contains("schema") && v["schema"].contains("openAPIV3Schema")) t.schema = v["schema"]["openAPIV3Schema"];
+    if (v.contains("schema") && v["schema"].contains("openAPIV3Schema")) {
+      t.schema = std::make_shared<const Json>(v["schema"]["openAPIV3Schema"]);
+    }
     if (v.contains("additionalPrinterColumns")) t.printer_columns = v["additionalPrinterColumns"];
     types_.push_back(std::move(t));
   }
@@ -145,10 +147,18 @@ std::vector<ResourceType> ApiStore::Types() const {
 
 std::optional<ResourceType> ApiStore::FindType(const std::string& group, const std::string& version,
                                                const std::string& resource) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  const ResourceType* t = FindTypeLocked(group, version, resource);
+  if (t == nullptr) return std::nullopt;
+  return *t;
+}
+
+const ResourceType* ApiStore::FindTypeLocked(const std::string& group, const std::string& version,
+                                             const std::string& resource) const {
   for (const ResourceType& t : types_) {
-    if (t.group == group && t.version == version && t.resource == resource) return t;
+    if (t.group == group && t.version == version && t.resource == resource) return &t;
   }
-  return std::nullopt;
+  return nullptr;
 }
 
 std::optional<ResourceType> ApiStore::FindTypeByKind(const std::string& api_version,
@@ -222,8 +232,9 @@ ApiResult<Json> ApiStore::List(const ResourceType& t, const std::string& ns, con
     for (auto it = after.empty() ? b->second.begin() : b->second.upper_bound(after); it != b->second.end(); ++it) {
       const Json& obj = it->second;
       if (t.namespaced && !ns.empty() && MetaString(obj, "namespace") != ns) continue;
-      const Json labels = obj["metadata"].contains("labels") ? obj["metadata"]["labels"] : Json::object();
-      if (!ls.value().Matches(labels) || !fs.value().Matches(obj)) continue;
+      const Json& md = obj["metadata"];
+      auto labels = md.find("labels");
+      if (!ls.value().Matches(labels != md.end() ? *labels : Json()) || !fs.value().Matches(obj)) continue;
       if (opts.limit > 0 && static_cast<int64_t>(items.size()) >= opts.limit) {
         ++remaining;
         continue;
@@ -382,8 +393,8 @@ ApiResult<WriteResult> ApiStore::WriteLocked(const ResourceType& t, const Json* 
   }
   // Validation.
   std::vector<std::string> errs = ValidateBuiltinLocked(t, obj);
-  if (t.custom && t.schema.is_object() && subresource != "status") {
-    SchemaResult sr = ApplySchema(obj, t.schema);
+  if (t.custom && t.schema && t.schema->is_object() && subresource != "status") {
+    SchemaResult sr = ApplySchema(obj, *t.schema);
     if (!sr.unknown_fields.empty() && opts.field_validation == "Strict") {
       std::string msg = "strict decoding error: ";
       for (std::size_t i = 0; i < sr.unknown_fields.size(); ++i) {
@@ -393,8 +404,8 @@ ApiResult<WriteResult> ApiStore::WriteLocked(const ResourceType& t, const Json* 
     }
     for (const std::string& u : sr.unknown_fields) result.warnings.push_back("unknown field \"" + u + "\"");
     errs.insert(errs.end(), sr.errors.begin(), sr.errors.end());
-  } else if (t.custom && t.schema.is_object() && obj.contains("status")) {
-    SchemaResult sr = ApplySchema(obj, t.schema);
+  } else if (t.custom && t.schema && t.schema->is_object() && obj.contains("status")) {
+    SchemaResult sr = ApplySchema(obj, *t.schema);
     errs.insert(errs.end(), sr.errors.begin(), sr.errors.end());
   }
   if (!errs.empty()) return InvalidError(t.group, t.kind, name, errs);
@@ -523,17 +534,24 @@ void ApiStore::CommitLocked(const ResourceType& t, const std::string& type, Json
   ++writes_;
   obj["metadata"]["resourceVersion"] = RvString(rv_);
   const std::string key = ObjKey(MetaString(obj, "namespace"), MetaString(obj, "name"));
-  Event e{rv_, GrKey(t), type, obj, old != nullptr ? *old : Json()};
+  Event e{rv_, GrKey(t), type, nullptr, old != nullptr ? std::make_shared<const Json>(*old) : nullptr};
   if (type == "DELETED") {
     objects_[GrKey(t)].erase(key);
     if (t.resource == "customresourcedefinitions") {
       UnregisterCrdLocked(obj);
       const std::string gr = obj["spec"].value("group", "") + "/" + obj["spec"]["names"].value("plural", "");
-      objects_.erase(gr);
+      if (auto b = objects_.find(gr); b != objects_.end()) {
+        for (const auto& [k, o] : b->second) TrackLocked(gr, k, "DELETED", &o, o);
+        objects_.erase(b);
+      }
     }
+    e.object = std::make_shared<const Json>(std::move(obj));
   } else {
-    objects_[GrKey(t)][key] = std::move(obj);
+    Json& stored = objects_[GrKey(t)][key];
+    stored = std::move(obj);
+    e.object = std::make_shared<const Json>(stored);
   }
+  TrackLocked(e.gr, key, type, e.old.get(), *e.object);
   history_.push_back(e);
   while (history_.size() > options_.history_limit) {
     history_floor_ = history_.front().rv;
@@ -544,29 +562,43 @@ void ApiStore::CommitLocked(const ResourceType& t, const std::string& type, Json
 
 void ApiStore::DispatchLocked(const Event& e) {
   std::vector<uint64_t> dead;
+  const std::string ns = MetaString(*e.object, "namespace");
+  // The object rendered once per apiVersion for plain JSON watches (most watches of one kind
+  // share it): every watcher of a kind gets the same bytes.
+  std::map<std::string, std::string> dumped;  // apiVersion -> object JSON
   for (auto& [id, w] : watchers_) {
     if (GrKey(w.type) != e.gr) continue;
-    const std::string ns = MetaString(e.object, "namespace");
     if (!w.req.namespace_.empty() && ns != w.req.namespace_) continue;
-    auto matches = [&](const Json& o) {
-      if (o.is_null()) return false;
-      Json labels = o["metadata"].contains("labels") ? o["metadata"]["labels"] : Json::object();
-      return (!w.labels || w.labels->Matches(labels)) && (!w.fields || w.fields->Matches(o));
+    auto matches = [&](const Json* o) {
+      if (o == nullptr || o->is_null()) return false;
+      const Json& md = (*o)["metadata"];
+      auto labels = md.find("labels");
+      return (!w.labels || w.labels->Matches(labels != md.end() ? *labels : Json())) &&
+             (!w.fields || w.fields->Matches(*o));
     };
     std::string type = e.type;
-    const bool now = matches(e.object);
+    const bool now = matches(e.object.get());
     if (e.type == "MODIFIED") {
-      const bool before = matches(e.old);
+      const bool before = matches(e.old.get());
       if (!before && !now) continue;
       if (!before) type = "ADDED";
       if (!now) type = "DELETED";
     } else if (!now) {
       continue;
     }
-    Json rendered = RenderLocked(w.type, e.object);
-    if (w.req.render) rendered = w.req.render(rendered);
-    Json line = {{"type", type}, {"object", rendered}};
-    if (!w.sink.send(line.dump() + "\n")) dead.push_back(id);
+    std::string line;
+    if (w.req.render) {
+      line = Json{{"type", type}, {"object", w.req.render(RenderLocked(w.type, *e.object))}}.dump();
+    } else {
+      auto it = dumped.find(w.type.GroupVersion());
+      if (it == dumped.end()) {
+        const Json& o = *e.object;
+        const bool as_stored = o.value("apiVersion", "") == w.type.GroupVersion() && o.value("kind", "") == w.type.kind;
+        it = dumped.emplace(w.type.GroupVersion(), as_stored ? o.dump() : RenderLocked(w.type, o).dump()).first;
+      }
+      line = "{\"type\":\"" + type + "\",\"object\":" + it->second + "}";
+    }
+    if (!w.sink.send(line + "\n")) dead.push_back(id);
   }
   for (uint64_t id : dead) watchers_.erase(id);
 }
@@ -880,7 +912,7 @@ ApiResult<uint64_t> ApiStore::Watch(const ResourceType& t, const WatchRequest& r
     auto b = objects_.find(GrKey(t));
     if (b != objects_.end()) {
       for (const auto& [k, o] : b->second) {
-        DispatchLocked(Event{0, GrKey(t), "ADDED", o, Json()});
+        DispatchLocked(Event{0, GrKey(t), "ADDED", std::make_shared<const Json>(o), nullptr});
       }
     }
   } else {

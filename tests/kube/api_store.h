@@ -12,6 +12,10 @@
 // finalizers + deletionTimestamp; custom resources defaulted, pruned and validated against the CRD
 // schema; a write that changes nothing keeps the resourceVersion and emits no event.
 //
+// Controllers (GC, Deployment controller) are level-based but incremental: every commit records
+// what they must look at again (TrackLocked), so a round costs what changed (docs/test-cluster.md
+// "Controller cost").
+//
 // Invariants: an object in the store always has metadata.{name,uid,resourceVersion,
 // creationTimestamp}; the history holds every event with rv > history_floor_ (older ones are
 // gone, a watch from before that gets 410); watch sinks are called with the mutex held and must
@@ -21,9 +25,10 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
-#include <map>
-#include <mutex>
 #include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
@@ -45,7 +50,9 @@ struct ResourceType {
   bool has_status = false;  // status subresource
   bool has_scale = false;   // scale subresource (deployments, replicasets)
   bool custom = false;      // defined by a CRD
-  Json schema;              // openAPIV3Schema (custom resources); null otherwise
+  // openAPIV3Schema (custom resources); null otherwise. Shared: a ResourceType is copied per
+  // request and a CRD schema is large.
+  std::shared_ptr<const Json> schema;
   Json printer_columns = Json::array();  // additionalPrinterColumns
 
   std::string GroupVersion() const { return group.empty() ? version : group + "/" + version; }
@@ -109,6 +116,7 @@ class ApiStore {
 
   // ---- types ----
   std::vector<ResourceType> Types() const;
+  // The served type group/version/resource (nullopt if none): what a request names.
   std::optional<ResourceType> FindType(const std::string& group, const std::string& version,
                                        const std::string& resource) const;
   std::optional<ResourceType> FindTypeByKind(const std::string& api_version, const std::string& kind) const;
@@ -154,6 +162,11 @@ class ApiStore {
   int RunGarbageCollector();
   // Deployment -> ReplicaSet -> Pods, and their status. Returns objects changed.
   int RunDeploymentController();
+  // One round of the controllers above (GC, then the Deployment controller when `deployments`),
+  // repeated while they change something (at most `max_passes`). Both are level-based functions
+  // of the stored objects, so a round is skipped when nothing was written since the last round
+  // that changed nothing. Returns objects changed.
+  int RunControllers(bool deployments, int max_passes = 5);
 
  private:
   struct Watcher {
@@ -165,13 +178,21 @@ class ApiStore {
     WatchSink sink;
     std::chrono::steady_clock::time_point last_bookmark;
   };
+  // Shared, immutable: one copy serves the history and every watch.
   struct Event {
     uint64_t rv;
     std::string gr;      // group/resource key
     std::string type;    // ADDED, MODIFIED, DELETED
-    Json object;         // new object (the last state for DELETED)
-    Json old;            // previous state for MODIFIED, null otherwise
+    std::shared_ptr<const Json> object;  // new object (the last state for DELETED)
+    std::shared_ptr<const Json> old;     // previous state for MODIFIED, null otherwise
   };
+  // What the controllers need to know about a commit (kept by CommitLocked, so a controller
+  // round costs what changed, not what is stored): uids present, dependents by owner uid, and
+  // which Deployments / ReplicaSets to look at again.
+  void TrackLocked(const std::string& gr, const std::string& key, const std::string& type, const Json* old,
+                   const Json& obj);
+  // Dependents' keys of owner `uid` in bucket `gr`.
+  std::vector<std::string> DependentsLocked(const std::string& uid, const std::string& gr) const;
   using Bucket = std::map<std::string, Json>;  // "ns/name" -> object
 
   static std::string GrKey(const ResourceType& t) { return t.group + "/" + t.resource; }
@@ -180,6 +201,8 @@ class ApiStore {
   void RegisterCrdLocked(const Json& crd);
   void UnregisterCrdLocked(const Json& crd);
   const ResourceType* StorageTypeLocked(const std::string& gr) const;
+  const ResourceType* FindTypeLocked(const std::string& group, const std::string& version,
+                                     const std::string& resource) const;
   Json RenderLocked(const ResourceType& t, const Json& stored) const;
 
   ApiResult<WriteResult> CreateLocked(const ResourceType& t, const std::string& ns, Json body,
@@ -200,8 +223,11 @@ class ApiStore {
   Json* FindLocked(const std::string& gr, const std::string& ns, const std::string& name);
   // Internal writes by controllers: full-object update skipping the RV check; no-op if unchanged.
   bool ControllerUpdateLocked(const ResourceType& t, Json obj, const std::string& subresource);
-  void ReconcileDeploymentLocked(const Json& deploy);
-  void ReconcileReplicaSetLocked(const Json& rs);
+  void ReconcileDeploymentLocked(const std::string& key);
+  void ReconcileReplicaSetLocked(const std::string& key);
+  // The pod-template hash of a Deployment, cached by uid and generation (the template only
+  // changes with the spec, and hashing dumps the whole template).
+  std::string TemplateHashLocked(const Json& deploy);
 
   mutable std::mutex mu_;
   Options options_;
@@ -214,6 +240,15 @@ class ApiStore {
   std::deque<Event> history_;
   std::map<uint64_t, Watcher> watchers_;
   uint64_t next_watch_id_ = 1;
+  // writes_ when a controller round last changed nothing (UINT64_MAX: never): the controllers
+  // are skipped while writes_ still equals it.
+  uint64_t controllers_idle_at_ = UINT64_MAX;
+  std::map<std::string, std::pair<int64_t, std::string>> template_hashes_;  // uid -> (generation, hash)
+  // Kept by TrackLocked:
+  std::set<std::string> uids_;                                 // uid of every stored object
+  std::map<std::string, std::set<std::string>> dependents_;    // owner uid -> "gr|ns/name"
+  bool gc_dirty_ = true;  // a delete, a deleting object or an orphan-at-birth since the last GC scan
+  std::set<std::string> dirty_deployments_, dirty_replicasets_;  // "ns/name" to reconcile again
 };
 
 }  // namespace kvmesh::testapi

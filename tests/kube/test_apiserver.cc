@@ -161,11 +161,7 @@ void TestApiServer::ControllerLoop() {
     store_->TickWatches();
     if (std::chrono::steady_clock::now() >= next_controllers) {
       next_controllers = std::chrono::steady_clock::now() + config_.controller_interval;
-      for (int i = 0; i < 5; ++i) {
-        int changed = store_->RunGarbageCollector();
-        if (config_.controllers) changed += store_->RunDeploymentController();
-        if (changed == 0) break;
-      }
+      store_->RunControllers(config_.controllers);
     }
   }
 }
@@ -324,8 +320,8 @@ HttpResponse TestApiServer::OpenApi(const HttpRequest& req) {
                                        {"content", {{"application/json", {{"schema", {{"$ref", ref}}}}}}}}}}}};
     paths[base] = {{"patch", op}};
     Json s;
-    if (t.custom && t.schema.is_object()) {
-      s = t.schema;
+    if (t.custom && t.schema && t.schema->is_object()) {
+      s = *t.schema;
       s["properties"]["apiVersion"] = {{"type", "string"}};
       s["properties"]["kind"] = {{"type", "string"}};
       s["properties"]["metadata"] = {{"$ref", "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"}};
@@ -399,12 +395,8 @@ void TestApiServer::HandleResource(const HttpRequest& req, std::shared_ptr<http:
   std::vector<std::string> rest(segs.begin() + (core ? 2 : 3), segs.end());
   std::string ns;
   if (rest.size() >= 3 && rest[0] == "namespaces") {
-    auto t = store_->Types();
-    bool namespaced_resource = false;
-    for (const ResourceType& x : t) {
-      namespaced_resource = namespaced_resource || (x.group == group && x.version == version && x.resource == rest[2] && x.namespaced);
-    }
-    if (namespaced_resource) {
+    auto t = store_->FindType(group, version, rest[2]);
+    if (t && t->namespaced) {
       ns = rest[1];
       rest.erase(rest.begin(), rest.begin() + 2);
     }
@@ -412,10 +404,7 @@ void TestApiServer::HandleResource(const HttpRequest& req, std::shared_ptr<http:
   const std::string resource = rest[0];
   const std::string name = rest.size() > 1 ? rest[1] : "";
   const std::string sub = rest.size() > 2 ? rest[2] : "";
-  std::optional<ResourceType> type;
-  for (const ResourceType& x : store_->Types()) {
-    if (x.group == group && x.version == version && x.resource == resource) type = x;
-  }
+  std::optional<ResourceType> type = store_->FindType(group, version, resource);
   if (!type || rest.size() > 3) {
     responder->Respond(ErrorOut({404, "NotFound", "the server could not find the requested resource", {}}));
     return;
