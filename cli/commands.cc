@@ -21,6 +21,8 @@ std::span<const Command> AllCommands() {
       Command{"kv-demo", "replay a trace through the KV tiers, report hits", &KvDemoCommand},
       Command{"model", "create a built-in synthetic model folder (model create --preset)",
               &ModelCommand},
+      Command{"sim", "fleet simulator: real routing + KV cache code on modelled GPUs, policy comparison",
+              &SimCommand},
       Command{"up", "run an InferenceGraph locally: router + prefill/decode agents as child processes",
               &UpCommand},
       Command{"version", "print the version", &VersionCommand},

@@ -25,5 +25,6 @@ int KvDemoCommand(std::span<char*> args);  // cli/kv_demo_cmd.cc
 int ModelCommand(std::span<char*> args);   // cli/model_cmd.cc
 int UpCommand(std::span<char*> args);      // cli/up_cmd.cc
 int BenchCommand(std::span<char*> args);   // cli/bench_cmd.cc
+int SimCommand(std::span<char*> args);     // cli/sim_cmd.cc (sim/sim_cli.cc)
 
 }  // namespace kvmesh::cli
