@@ -9,10 +9,13 @@
 #include <memory>
 #include <string_view>
 
+#include "sim/sweep.h"
+
 namespace kvmesh::sim {
 
 const char kSimUsage[] =
     R"(usage: kvmesh sim [fleet flags] [workload flags] [--policies LIST] [--out FILE.json]
+       kvmesh sim sweep [flags]   (Pareto frontiers of layouts; kvmesh sim sweep --help)
 
 Discrete-event simulation of a serving fleet driven by kvmesh's real routing, disaggregation and
 prefix-cache code (docs/simulator.md). Every policy runs on the same fleet and the same workload;
@@ -249,6 +252,8 @@ StatusOr<SimCliOptions> ParseSimArgs(std::span<const std::string> args) {
 }
 
 int RunSimCommand(std::span<char*> args) {
+  // `kvmesh sim sweep ...`: layouts x batch limits x rates -> Pareto frontiers (sim/sweep.h).
+  if (!args.empty() && std::string_view(args[0]) == "sweep") return RunSweepCommand(args.subspan(1));
   std::vector<std::string> a(args.begin(), args.end());
   auto parsed = ParseSimArgs(a);
   if (!parsed.ok()) {
