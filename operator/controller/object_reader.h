@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "common/label_selector.h"
 #include "common/status.h"
 #include "operator/kube/informer.h"
 #include "operator/kube/kube_client.h"
@@ -84,23 +85,7 @@ class InformerObjectReader : public ObjectReader {
   std::map<std::string, const kube::Informer*> informers_;  // "group/resource" -> informer
 };
 
-// A parsed label selector (the syntax above).
-class LabelSelector {
- public:
-  // InvalidArgument naming the bad requirement.
-  static StatusOr<LabelSelector> Parse(const std::string& text);
-  bool Matches(const nlohmann::json& labels) const;  // labels: object of strings, or null
-  // The value a requirement `key=value` / `key==value` / `key in (value)` pins `key` to, or "".
-  std::string EqualityValue(const std::string& key) const;
-
- private:
-  enum class Op { kEq, kNotEq, kIn, kNotIn, kExists, kNotExists };
-  struct Requirement {
-    std::string key;
-    Op op;
-    std::vector<std::string> values;
-  };
-  std::vector<Requirement> reqs_;
-};
+// The selector syntax above: common/label_selector.h (shared with the test API server).
+using LabelSelector = ::kvmesh::LabelSelector;
 
 }  // namespace kvmesh::controller

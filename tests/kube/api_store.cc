@@ -206,7 +206,7 @@ ApiResult<Json> ApiStore::Get(const ResourceType& t, const std::string& ns, cons
 }
 
 ApiResult<Json> ApiStore::List(const ResourceType& t, const std::string& ns, const ListOptions& opts) {
-  auto ls = LabelSelector::Parse(opts.label_selector);
+  auto ls = ParseLabelSelector(opts.label_selector);
   if (!ls.ok()) return ls.error();
   auto fs = FieldSelector::Parse(opts.field_selector);
   if (!fs.ok()) return fs.error();
@@ -340,7 +340,7 @@ std::vector<std::string> ApiStore::ValidateBuiltinLocked(const ResourceType& t, 
       errs.push_back("spec.replicas: Invalid value: " + spec["replicas"].dump() + ": must be greater than or equal to 0");
     }
     if (spec.contains("selector") && spec.contains("template")) {
-      auto sel = LabelSelector::FromObject(spec["selector"]);
+      auto sel = LabelSelectorFromObject(spec["selector"]);
       Json labels = spec["template"].contains("metadata") ? spec["template"]["metadata"].value("labels", Json::object()) : Json::object();
       if (!sel.ok() || !sel.value().Matches(labels)) {
         errs.push_back("spec.template.metadata.labels: Invalid value: " + labels.dump() + ": `selector` does not match template `labels`");
@@ -871,7 +871,7 @@ ApiResult<uint64_t> ApiStore::Watch(const ResourceType& t, const WatchRequest& r
   w.type = t;
   w.req = req;
   if (!req.label_selector.empty()) {
-    auto ls = LabelSelector::Parse(req.label_selector);
+    auto ls = ParseLabelSelector(req.label_selector);
     if (!ls.ok()) return ls.error();
     w.labels = ls.value();
   }

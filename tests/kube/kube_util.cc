@@ -162,85 +162,16 @@ static std::vector<std::string> SplitTopLevel(std::string_view s) {
   return out;
 }
 
-ApiResult<LabelSelector> LabelSelector::Parse(std::string_view text) {
-  LabelSelector sel;
-  static const std::regex kSet(R"(^\s*([A-Za-z0-9_./-]+)\s+(in|notin)\s*\(([^)]*)\)\s*$)");
-  static const std::regex kCmp(R"(^\s*([A-Za-z0-9_./-]+)\s*(==|!=|=)\s*([A-Za-z0-9_.-]*)\s*$)");
-  static const std::regex kExists(R"(^\s*(!?)\s*([A-Za-z0-9_./-]+)\s*$)");
-  for (const std::string& part : SplitTopLevel(text)) {
-    if (part.empty()) return BadRequestError("unable to parse requirement: empty term in labelSelector \"" + std::string(text) + "\"");
-    std::smatch m;
-    Req r;
-    if (std::regex_match(part, m, kSet)) {
-      r.key = m[1];
-      r.op = m[2] == "in" ? Op::kIn : Op::kNotIn;
-      for (const std::string& v : SplitTopLevel(m[3].str())) r.values.push_back(v);
-    } else if (std::regex_match(part, m, kCmp)) {
-      r.key = m[1];
-      r.op = m[2] == "!=" ? Op::kNotEq : Op::kEq;
-      r.values.push_back(m[3]);
-    } else if (std::regex_match(part, m, kExists)) {
-      r.key = m[2];
-      r.op = m[1].length() > 0 ? Op::kNotExists : Op::kExists;
-    } else {
-      return BadRequestError("unable to parse requirement: \"" + part + "\" in labelSelector");
-    }
-    sel.reqs_.push_back(std::move(r));
-  }
-  return sel;
+ApiResult<LabelSelector> ParseLabelSelector(std::string_view text) {
+  auto sel = LabelSelector::Parse(text);
+  if (!sel.ok()) return BadRequestError("unable to parse requirement: " + sel.status().message());
+  return *std::move(sel);
 }
 
-ApiResult<LabelSelector> LabelSelector::FromObject(const Json& selector) {
-  LabelSelector sel;
-  if (!selector.is_object()) return sel;
-  if (auto it = selector.find("matchLabels"); it != selector.end() && it->is_object()) {
-    for (const auto& [k, v] : it->items()) {
-      sel.reqs_.push_back({k, Op::kEq, {v.is_string() ? v.get<std::string>() : v.dump()}});
-    }
-  }
-  if (auto it = selector.find("matchExpressions"); it != selector.end() && it->is_array()) {
-    for (const Json& e : *it) {
-      Req r;
-      r.key = e.value("key", "");
-      std::string op = e.value("operator", "");
-      if (op == "In") r.op = Op::kIn;
-      else if (op == "NotIn") r.op = Op::kNotIn;
-      else if (op == "Exists") r.op = Op::kExists;
-      else if (op == "DoesNotExist") r.op = Op::kNotExists;
-      else return BadRequestError("invalid selector operator \"" + op + "\"");
-      if (e.contains("values") && e["values"].is_array()) {
-        for (const Json& v : e["values"]) r.values.push_back(v.is_string() ? v.get<std::string>() : v.dump());
-      }
-      sel.reqs_.push_back(std::move(r));
-    }
-  }
-  return sel;
-}
-
-bool LabelSelector::Matches(const Json& labels) const {
-  for (const Req& r : reqs_) {
-    const bool has = labels.is_object() && labels.contains(r.key);
-    std::string val = has && labels[r.key].is_string() ? labels[r.key].get<std::string>() : "";
-    bool in = false;
-    for (const std::string& v : r.values) in = in || (has && v == val);
-    switch (r.op) {
-      case Op::kEq:
-      case Op::kIn:
-        if (!in) return false;
-        break;
-      case Op::kNotEq:
-      case Op::kNotIn:
-        if (in) return false;
-        break;
-      case Op::kExists:
-        if (!has) return false;
-        break;
-      case Op::kNotExists:
-        if (has) return false;
-        break;
-    }
-  }
-  return true;
+ApiResult<LabelSelector> LabelSelectorFromObject(const Json& selector) {
+  auto sel = LabelSelector::FromObject(selector);
+  if (!sel.ok()) return BadRequestError(sel.status().message());
+  return *std::move(sel);
 }
 
 ApiResult<FieldSelector> FieldSelector::Parse(std::string_view text) {

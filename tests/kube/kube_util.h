@@ -16,6 +16,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/label_selector.h"
+
 namespace kvmesh::testapi {
 
 using Json = nlohmann::json;
@@ -60,24 +62,12 @@ ApiResult<Json> YamlToJson(std::string_view yaml);
 // Body of a request: JSON, or YAML when `content_type` says yaml.
 ApiResult<Json> ParseBody(std::string_view body, std::string_view content_type);
 
-// labelSelector: a=b, a==b, a!=b, a in (x,y), a notin (x), a, !a; comma-separated (AND).
-class LabelSelector {
- public:
-  static ApiResult<LabelSelector> Parse(std::string_view text);
-  // From a meta/v1 LabelSelector object ({matchLabels, matchExpressions}).
-  static ApiResult<LabelSelector> FromObject(const Json& selector);
-  bool Matches(const Json& labels) const;  // labels: object of strings or null
-  bool empty() const { return reqs_.empty(); }
-
- private:
-  enum class Op { kEq, kNotEq, kIn, kNotIn, kExists, kNotExists };
-  struct Req {
-    std::string key;
-    Op op;
-    std::vector<std::string> values;
-  };
-  std::vector<Req> reqs_;
-};
+// labelSelector (common/label_selector.h, the same parser the operator uses): a bad selector is a
+// 400 BadRequest "unable to parse requirement: ...", as the real API server answers.
+using LabelSelector = ::kvmesh::LabelSelector;
+ApiResult<LabelSelector> ParseLabelSelector(std::string_view text);
+// From a meta/v1 LabelSelector object ({matchLabels, matchExpressions}).
+ApiResult<LabelSelector> LabelSelectorFromObject(const Json& selector);
 
 // fieldSelector: path=value, path==value, path!=value; comma-separated. Paths are dotted into the
 // object (metadata.name, involvedObject.uid, status.phase, ...).
