@@ -12,75 +12,13 @@ set -euo pipefail
 BIN_DIR="${KVMESH_BINARY_DIR:?KVMESH_BINARY_DIR must point at the build dir}/operator/planner"
 EXPORTER="$BIN_DIR/kvmesh_test_planner_exporter"
 CHECK="$BIN_DIR/kvmesh_test_planner_source_check"
-PROMETHEUS="${PROMETHEUS:-/usr/bin/prometheus}"
 WAIT_S="${KVMESH_SCRAPE_WAIT_S:-60}"
-PY="${KVMESH_PYTHON3:-/usr/bin/python3}"
-for b in "$EXPORTER" "$CHECK"; do [[ -x "$b" ]] || { echo "FAIL: not built: $b"; exit 1; }; done
-[[ -x "$PROMETHEUS" ]] || { echo "FAIL: prometheus not found at $PROMETHEUS"; exit 1; }
-
-TMP="$(mktemp -d /tmp/kvmesh_planner_prom_XXXXXX)"
-EXPORTER_PID=""
-PROM_PID=""
-cleanup() {
-  local rc=$?
-  for pid in $EXPORTER_PID $PROM_PID; do kill "$pid" 2>/dev/null || true; done
-  for pid in $EXPORTER_PID $PROM_PID; do wait "$pid" 2>/dev/null || true; done
-  if [[ $rc -ne 0 && -f "$TMP/prometheus.log" ]]; then
-    echo "---- prometheus log (tail) ----"; tail -n 30 "$TMP/prometheus.log"
-  fi
-  rm -rf "$TMP"
-  exit $rc
-}
-trap cleanup EXIT INT TERM
-fail() { echo "FAIL: $*"; exit 1; }
-free_port() {
-  "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
+source "$(dirname "$0")/prometheus_lib.sh"
+[[ -x "$CHECK" ]] || fail "not built: $CHECK"
 
 # ---- exporter ----
-"$EXPORTER" --port-file "$TMP/exporter.port" >"$TMP/exporter.out" 2>"$TMP/exporter.err" &
-EXPORTER_PID=$!
-for _ in $(seq 1 100); do
-  [[ -s "$TMP/exporter.port" ]] && break
-  kill -0 "$EXPORTER_PID" 2>/dev/null || { cat "$TMP/exporter.err"; fail "exporter exited early"; }
-  sleep 0.1
-done
-[[ -s "$TMP/exporter.port" ]] || fail "exporter did not report its port"
-EXPORTER_PORT="$(cat "$TMP/exporter.port")"
-echo "exporter on 127.0.0.1:$EXPORTER_PORT (pid $EXPORTER_PID)"
-
-# ---- prometheus ----
-cat >"$TMP/prometheus.yml" <<YAML
-global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-scrape_configs:
-  - job_name: kvmesh-router
-    scrape_interval: 1s
-    scrape_timeout: 1s
-    static_configs:
-      - targets: ["127.0.0.1:$EXPORTER_PORT"]
-        labels:
-          namespace: test
-YAML
-PROM_PORT=""
-for attempt in 1 2 3; do
-  PROM_PORT="$(free_port)"
-  "$PROMETHEUS" --config.file="$TMP/prometheus.yml" --storage.tsdb.path="$TMP/tsdb" \
-    --web.listen-address="127.0.0.1:$PROM_PORT" --log.level=warn >"$TMP/prometheus.log" 2>&1 &
-  PROM_PID=$!
-  ready=0
-  for _ in $(seq 1 100); do
-    if curl -sf "http://127.0.0.1:$PROM_PORT/-/ready" >/dev/null 2>&1; then ready=1; break; fi
-    kill -0 "$PROM_PID" 2>/dev/null || break
-    sleep 0.2
-  done
-  [[ $ready -eq 1 ]] && break
-  kill "$PROM_PID" 2>/dev/null || true; wait "$PROM_PID" 2>/dev/null || true; PROM_PID=""
-  echo "prometheus did not come up on port $PROM_PORT (attempt $attempt)"
-done
-[[ -n "$PROM_PID" ]] || fail "prometheus did not start"
-echo "prometheus on 127.0.0.1:$PROM_PORT (pid $PROM_PID)"
+start_exporter "$EXPORTER"
+start_prometheus "127.0.0.1:$EXPORTER_PORT" "namespace: test" kvmesh-router
 
 # Wait (bounded) until Prometheus holds 12 s of the exporter's samples: the checker's rate()
 # window is 10 s.

@@ -6,45 +6,12 @@
 set -euo pipefail
 
 BIN="${KVMESH_BINARY_DIR:?KVMESH_BINARY_DIR must point at the build dir}/tests/kvmesh_test_metrics_exporter"
-PROMETHEUS="${PROMETHEUS:-/usr/bin/prometheus}"
 PROMTOOL="${PROMTOOL:-/usr/bin/promtool}"
 WAIT_S="${KVMESH_SCRAPE_WAIT_S:-60}"
-PY="${KVMESH_PYTHON3:-/usr/bin/python3}"
-[[ -x "$BIN" ]] || { echo "FAIL: exporter not built: $BIN"; exit 1; }
-[[ -x "$PROMETHEUS" ]] || { echo "FAIL: prometheus not found at $PROMETHEUS"; exit 1; }
-
-TMP="$(mktemp -d /tmp/kvmesh_prom_XXXXXX)"
-EXPORTER_PID=""
-PROM_PID=""
-cleanup() {
-  local rc=$?
-  for pid in $EXPORTER_PID $PROM_PID; do
-    kill "$pid" 2>/dev/null || true
-  done
-  for pid in $EXPORTER_PID $PROM_PID; do
-    wait "$pid" 2>/dev/null || true
-  done
-  if [[ $rc -ne 0 && -f "$TMP/prometheus.log" ]]; then
-    echo "---- prometheus log (tail) ----"; tail -n 30 "$TMP/prometheus.log"
-  fi
-  rm -rf "$TMP"
-  exit $rc
-}
-trap cleanup EXIT INT TERM
-
-fail() { echo "FAIL: $*"; exit 1; }
+source "$(dirname "$0")/prometheus_lib.sh"
 
 # ---- exporter ----
-"$BIN" --port-file "$TMP/exporter.port" >"$TMP/exporter.out" 2>"$TMP/exporter.err" &
-EXPORTER_PID=$!
-for _ in $(seq 1 100); do
-  [[ -s "$TMP/exporter.port" ]] && break
-  kill -0 "$EXPORTER_PID" 2>/dev/null || { cat "$TMP/exporter.err"; fail "exporter exited early"; }
-  sleep 0.1
-done
-[[ -s "$TMP/exporter.port" ]] || fail "exporter did not report its port"
-EXPORTER_PORT="$(cat "$TMP/exporter.port")"
-echo "exporter on 127.0.0.1:$EXPORTER_PORT (pid $EXPORTER_PID)"
+start_exporter "$BIN"
 
 # The exposition itself: content type, and promtool's parser/linter if available.
 curl -sf -D "$TMP/headers" -o "$TMP/metrics.txt" "http://127.0.0.1:$EXPORTER_PORT/metrics" \
@@ -55,38 +22,7 @@ if [[ -x "$PROMTOOL" ]]; then
 fi
 
 # ---- prometheus ----
-free_port() {
-  "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-cat >"$TMP/prometheus.yml" <<YAML
-global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-scrape_configs:
-  - job_name: kvmesh
-    scrape_interval: 1s
-    scrape_timeout: 1s
-    static_configs:
-      - targets: ["127.0.0.1:$EXPORTER_PORT"]
-YAML
-PROM_PORT=""
-for attempt in 1 2 3; do
-  PROM_PORT="$(free_port)"
-  "$PROMETHEUS" --config.file="$TMP/prometheus.yml" --storage.tsdb.path="$TMP/tsdb" \
-    --web.listen-address="127.0.0.1:$PROM_PORT" --log.level=warn >"$TMP/prometheus.log" 2>&1 &
-  PROM_PID=$!
-  ready=0
-  for _ in $(seq 1 100); do
-    if curl -sf "http://127.0.0.1:$PROM_PORT/-/ready" >/dev/null 2>&1; then ready=1; break; fi
-    kill -0 "$PROM_PID" 2>/dev/null || break
-    sleep 0.2
-  done
-  [[ $ready -eq 1 ]] && break
-  kill "$PROM_PID" 2>/dev/null || true; wait "$PROM_PID" 2>/dev/null || true; PROM_PID=""
-  echo "prometheus did not come up on port $PROM_PORT (attempt $attempt)"
-done
-[[ -n "$PROM_PID" ]] || fail "prometheus did not start"
-echo "prometheus on 127.0.0.1:$PROM_PORT (pid $PROM_PID)"
+start_prometheus "127.0.0.1:$EXPORTER_PORT"
 
 # query EXPR -> prints the value of the single result, or nothing if there is none yet.
 query() {
