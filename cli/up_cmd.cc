@@ -500,15 +500,21 @@ void UpRunner::ApplyReplicas(const std::string& pool, int32_t replicas) {
     agents_.push_back(std::move(m));
   }
   // Newest first: the youngest agents hold the least cache.
+  bool drained = false;
   for (auto it = agents_.rbegin(); it != agents_.rend() && have > replicas; ++it) {
     if (it->pool != pool || it->draining) continue;
     it->draining = true;
     it->drain_since = Clock::now();
     --have;
+    drained = true;
     Say("planner: draining " + it->name + " (out of the router's workers; stopped in " +
         std::to_string(kDrainDelay.count()) + " ms)");
   }
-  if (Status s = WriteWorkersFile(); !s.ok()) Say("warning: " + s.ToString());
+  // A started agent joins workers.yaml once it is ready (the supervision loop writes it then);
+  // only a drain changes the file here.
+  if (drained) {
+    if (Status s = WriteWorkersFile(); !s.ok()) Say("warning: " + s.ToString());
+  }
 }
 
 // Stops drained agents once the router has dropped them; SIGTERM lets them finish in-flight work.
