@@ -133,7 +133,8 @@ StatusOr<PerfModel> PerfModel::Make(const GpuSpec& gpu, const ModelSpec& model, 
   if (!(c.prefill_mfu > 0 && c.prefill_mfu <= 1) ||
       !(c.decode_hbm_efficiency > 0 && c.decode_hbm_efficiency <= 1) ||
       !(c.memory_utilization > 0 && c.memory_utilization <= 1) || !(c.step_overhead_s >= 0) ||
-      !(c.allreduce_latency_s >= 0) || !(c.activation_reserve_gb >= 0)) {
+      !(c.allreduce_latency_s >= 0) || !(c.activation_reserve_gb >= 0) ||
+      !(c.eager_launch_s_per_layer >= 0)) {
     return InvalidArgumentError(
         "perf constants out of range: prefill_mfu, decode_hbm_efficiency and memory_utilization "
         "must be in (0, 1]; overheads and reserves >= 0");
@@ -227,17 +228,25 @@ double PerfModel::MixedStepSeconds(uint32_t decode_batch, uint64_t context_token
   const double hbm = gpu_.hbm_gbps * 1e9 * c.decode_hbm_efficiency * tp_;
   const uint32_t touched_tokens =
       static_cast<uint32_t>(std::min<uint64_t>(tokens, std::numeric_limits<uint32_t>::max()));
-  const double linear = 2.0 * model_.active_params_b * 1e9 * static_cast<double>(tokens) / flops;
-  const double memory =
-      (DecodeWeightBytesRead(touched_tokens) + KvReadBytes(model_, decode_batch, context_tokens)) /
-      hbm;
-  // Attention runs in bf16 (FP8 weights do not make FlashAttention FP8).
-  const double attention =
+  // GEMMs (all tokens): compute against weight reads; the weights stream once per step.
+  const double linear = std::max(
+      2.0 * model_.active_params_b * 1e9 * static_cast<double>(tokens) / flops,
+      DecodeWeightBytesRead(touched_tokens) / hbm);
+  // Attention is its own kernel, after the QKV GEMM and before the output GEMM of each layer, so
+  // its work cannot hide under GEMM compute: the prefill part is compute-bound (bf16: FP8 weights
+  // do not make FlashAttention FP8), the decode part reads the batch's KV.
+  const double prefill_attention =
       prefill_tokens == 0
           ? 0
           : AttentionFlops(model_, prefill_tokens, std::max(0.0, attention_token_pairs)) /
                 (gpu_.bf16_tflops * 1e12 * c.prefill_mfu * tp_);
-  return std::max(linear, memory) + attention + AllReduceSeconds(tokens) + c.step_overhead_s;
+  const double decode_attention =
+      decode_batch == 0 ? 0 : KvReadBytes(model_, decode_batch, context_tokens) / hbm;
+  double gpu = linear + prefill_attention + decode_attention + AllReduceSeconds(tokens);
+  // Steps with prefill tokens run eagerly (no CUDA graph): the CPU launches every kernel, and
+  // the step cannot finish before the last launch.
+  if (prefill_tokens > 0) gpu = std::max(gpu, model_.layers * c.eager_launch_s_per_layer);
+  return gpu + c.step_overhead_s;
 }
 
 double PerfModel::PrefillBatchSeconds(uint64_t new_tokens, double attention_token_pairs) const {

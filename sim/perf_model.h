@@ -6,8 +6,9 @@
 // An *instance* is one model replica: `tp` GPUs of one type running one model with tensor
 // parallelism (weights and KV split over the tp GPUs; two all-reduces per layer over NVLink).
 //
-// Invariants: every time is finite and > 0 for valid inputs; times are monotonic in tokens, batch
-// size and context length; KvCapacityTokens() > 0 or Make() fails (model does not fit).
+// Invariants: every time is finite and > 0 for valid inputs; times never decrease with tokens,
+// batch size or context length (they are flat only where a step sits on its eager-launch floor);
+// KvCapacityTokens() > 0 or Make() fails (model does not fit).
 // Thread safety: immutable after Make(); all methods const and thread-safe.
 #pragma once
 
@@ -70,6 +71,11 @@ struct PerfConstants {
   // ---- added by the perf model (H3) ----
   double allreduce_latency_s = 8e-6;  // fixed cost of one TP all-reduce (NCCL/custom, NVLink)
   double activation_reserve_gb = 1.0; // per GPU, kept out of the KV pool (activations, graphs)
+  // CPU cost per layer of launching a step's kernels one by one (eager PyTorch: ~15 kernels per
+  // layer at ~10 us each). Only steps that carry prefill tokens run eagerly; decode-only steps
+  // replay a captured CUDA graph (vLLM captures graphs for decode-only batches). An eager step
+  // takes max(GPU time, layers x this), since launches overlap with the kernels they queue.
+  double eager_launch_s_per_layer = 150e-6;
 };
 
 class PerfModel {
@@ -104,7 +110,10 @@ class PerfModel {
   double AllReduceSeconds(uint64_t tokens) const;
   // One mixed (chunked-prefill) step: `decode_batch` decode sequences with `context_tokens` of KV
   // plus `prefill_tokens` new prompt tokens with `attention_token_pairs` (as PrefillBatchSeconds).
-  // Linear layers see decode_batch + prefill_tokens tokens, weights are read once.
+  // Roofline per kernel class, summed (the kernels run one after another):
+  //   max(GEMM FLOPs of all tokens, weight reads) + prefill attention FLOPs + decode KV reads
+  //   + all-reduces; a step with prefill tokens runs eagerly: max(that, eager launch time);
+  //   + step_overhead_s.
   double MixedStepSeconds(uint32_t decode_batch, uint64_t context_tokens, uint64_t prefill_tokens,
                           double attention_token_pairs) const;
 

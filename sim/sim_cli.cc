@@ -1,6 +1,5 @@
 #include "sim/sim_cli.h"
 
-#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -9,6 +8,8 @@
 #include <memory>
 #include <string_view>
 
+#include "sim/calibrate.h"
+#include "sim/cli_util.h"
 #include "sim/sweep.h"
 
 namespace kvmesh::sim {
@@ -16,6 +17,7 @@ namespace kvmesh::sim {
 const char kSimUsage[] =
     R"(usage: kvmesh sim [fleet flags] [workload flags] [--policies LIST] [--out FILE.json]
        kvmesh sim sweep [flags]   (Pareto frontiers of layouts; kvmesh sim sweep --help)
+       kvmesh sim calibrate [flags]   (published calibration points; kvmesh sim calibrate --help)
 
 Discrete-event simulation of a serving fleet driven by kvmesh's real routing, disaggregation and
 prefix-cache code (docs/simulator.md). Every policy runs on the same fleet and the same workload;
@@ -65,47 +67,6 @@ output:
 Exit status: 0 ok, 1 runtime failure, 2 usage error.
 )";
 
-namespace {
-
-template <typename T>
-Status ParseNumber(std::string_view flag, std::string_view s, T* out) {
-  if constexpr (std::is_floating_point_v<T>) {
-    try {
-      size_t pos = 0;
-      const double v = std::stod(std::string(s), &pos);
-      if (pos != s.size() || !std::isfinite(v)) throw std::invalid_argument("x");
-      *out = static_cast<T>(v);
-      return Status::Ok();
-    } catch (...) {
-      return InvalidArgumentError(std::string(flag) + ": '" + std::string(s) + "' is not a number");
-    }
-  } else {
-    T v{};
-    auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-    if (ec != std::errc() || ptr != s.data() + s.size() || s.empty()) {
-      return InvalidArgumentError(std::string(flag) + ": '" + std::string(s) +
-                                  "' is not a non-negative integer");
-    }
-    *out = v;
-    return Status::Ok();
-  }
-}
-
-std::vector<std::string> SplitComma(std::string_view s) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  while (start <= s.size()) {
-    const size_t comma = s.find(',', start);
-    const std::string_view part = s.substr(start, comma == std::string_view::npos ? s.npos : comma - start);
-    if (!part.empty()) out.emplace_back(part);
-    if (comma == std::string_view::npos) break;
-    start = comma + 1;
-  }
-  return out;
-}
-
-}  // namespace
-
 StatusOr<SimCliOptions> ParseSimArgs(std::span<const std::string> args) {
   SimCliOptions o;
   PoolConfig base;
@@ -116,7 +77,7 @@ StatusOr<SimCliOptions> ParseSimArgs(std::span<const std::string> args) {
 
   using Setter = std::function<Status(std::string_view flag, std::string_view value)>;
   auto num = [](auto* target) -> Setter {
-    return [target](std::string_view f, std::string_view v) { return ParseNumber(f, v, target); };
+    return [target](std::string_view f, std::string_view v) { return ParseFlagNumber(f, v, target); };
   };
   auto str = [](std::string* target) -> Setter {
     return [target](std::string_view, std::string_view v) {
@@ -130,7 +91,7 @@ StatusOr<SimCliOptions> ParseSimArgs(std::span<const std::string> args) {
       {"tp", num(&base.tp)},
       {"agg", [&](std::string_view f, std::string_view v) {
          agg_set = true;
-         return ParseNumber(f, v, &agg);
+         return ParseFlagNumber(f, v, &agg);
        }},
       {"prefill", num(&prefill)},
       {"decode", num(&decode)},
@@ -142,7 +103,7 @@ StatusOr<SimCliOptions> ParseSimArgs(std::span<const std::string> args) {
       {"link", str(&o.config.link)},
       {"block-size", num(&o.config.block_size)},
       {"policies", [&](std::string_view f, std::string_view v) {
-         o.policies = SplitComma(v);
+         o.policies = SplitNames(v);
          if (o.policies.empty()) return InvalidArgumentError(std::string(f) + ": empty list");
          for (const std::string& p : o.policies) {
            auto r = RoutingForPolicy(p, o.config.routing);
@@ -254,6 +215,10 @@ StatusOr<SimCliOptions> ParseSimArgs(std::span<const std::string> args) {
 int RunSimCommand(std::span<char*> args) {
   // `kvmesh sim sweep ...`: layouts x batch limits x rates -> Pareto frontiers (sim/sweep.h).
   if (!args.empty() && std::string_view(args[0]) == "sweep") return RunSweepCommand(args.subspan(1));
+  // `kvmesh sim calibrate ...`: the published points, simulated (sim/calibrate.h).
+  if (!args.empty() && std::string_view(args[0]) == "calibrate") {
+    return RunCalibrateCommand(args.subspan(1));
+  }
   std::vector<std::string> a(args.begin(), args.end());
   auto parsed = ParseSimArgs(a);
   if (!parsed.ok()) {

@@ -1,7 +1,6 @@
 #include "sim/sweep.h"
 
 #include <algorithm>
-#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -12,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "sim/cli_util.h"
 #include "sim/workload.h"
 
 namespace kvmesh::sim {
@@ -38,7 +38,8 @@ fleet:
   --policy NAME              routing policy (default kv:kvmesh)
   --disagg-mode MODE         router disaggregation mode: conditional | always (default conditional)
   --max-prefill-queue N      router's max_prefill_queue; 0 = unbounded, all prefills remote (default 0)
-  --step-overhead-ms X, --prefill-mfu X, --decode-hbm-efficiency X, --allreduce-latency-us X
+  --step-overhead-ms X, --prefill-mfu X, --decode-hbm-efficiency X, --allreduce-latency-us X,
+                             --eager-launch-us X (per layer)
                              perf-model constants (defaults: docs/simulator.md)
 workload (synthetic, Poisson):
   --isl N, --osl N           input / output tokens (default 3000 / 150)
@@ -632,64 +633,16 @@ std::string SweepSvg(const SweepResult& r, double user_rate, const std::string& 
 
 // ---------------------------------------------------------------- command line
 
-namespace {
-
-template <typename T>
-Status ParseOne(std::string_view flag, std::string_view s, T* out) {
-  const std::string bad = std::string(flag) + ": '" + std::string(s) + "' is not ";
-  if constexpr (std::is_floating_point_v<T>) {
-    double v = 0;
-    auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-    if (s.empty() || ec != std::errc() || ptr != s.data() + s.size() || !std::isfinite(v)) {
-      return InvalidArgumentError(bad + "a number");
-    }
-    *out = static_cast<T>(v);
-  } else {
-    T v{};
-    auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-    if (s.empty() || ec != std::errc() || ptr != s.data() + s.size()) {
-      return InvalidArgumentError(bad + "a non-negative integer");
-    }
-    *out = v;
-  }
-  return Status::Ok();
-}
-
-std::vector<std::string_view> Split(std::string_view s, char sep) {
-  std::vector<std::string_view> out;
-  size_t start = 0;
-  while (true) {
-    const size_t i = s.find(sep, start);
-    out.push_back(s.substr(start, i == s.npos ? s.npos : i - start));
-    if (i == s.npos) break;
-    start = i + 1;
-  }
-  return out;
-}
-
-template <typename T>
-Status ParseList(std::string_view flag, std::string_view s, std::vector<T>* out) {
-  out->clear();
-  for (std::string_view part : Split(s, ',')) {
-    T v{};
-    KVMESH_RETURN_IF_ERROR(ParseOne(flag, part, &v));
-    out->push_back(v);
-  }
-  return Status::Ok();
-}
-
-}  // namespace
-
 StatusOr<SweepCliOptions> ParseSweepArgs(std::span<const std::string> args) {
   SweepCliOptions o;
   SweepOptions& w = o.sweep;
-  double max_ttft_ms = 0, step_overhead_ms = -1, allreduce_us = -1;
+  double max_ttft_ms = 0, step_overhead_ms = -1, allreduce_us = -1, eager_launch_us = -1;
   using Setter = std::function<Status(std::string_view, std::string_view)>;
   auto num = [](auto* t) -> Setter {
-    return [t](std::string_view f, std::string_view v) { return ParseOne(f, v, t); };
+    return [t](std::string_view f, std::string_view v) { return ParseFlagNumber(f, v, t); };
   };
   auto list = [](auto* t) -> Setter {
-    return [t](std::string_view f, std::string_view v) { return ParseList(f, v, t); };
+    return [t](std::string_view f, std::string_view v) { return ParseFlagList(f, v, t); };
   };
   auto str = [](std::string* t) -> Setter {
     return [t](std::string_view, std::string_view v) {
@@ -704,7 +657,7 @@ StatusOr<SweepCliOptions> ParseSweepArgs(std::span<const std::string> args) {
       {"tp", list(&w.tp)},
       {"layouts", [&](std::string_view f, std::string_view v) {
          w.aggregated = w.disaggregated = false;
-         for (std::string_view l : Split(v, ',')) {
+         for (std::string_view l : SplitList(v, ',')) {
            if (l == "agg") {
              w.aggregated = true;
            } else if (l == "disagg") {
@@ -717,10 +670,10 @@ StatusOr<SweepCliOptions> ParseSweepArgs(std::span<const std::string> args) {
        }},
       {"pd", [&](std::string_view f, std::string_view v) {
          w.pd_ratios.clear();
-         for (std::string_view r : Split(v, ',')) {
-           const auto ab = Split(r, ':');
+         for (std::string_view r : SplitList(v, ',')) {
+           const auto ab = SplitList(r, ':');
            uint32_t a = 0, b = 0;
-           if (ab.size() != 2 || !ParseOne(f, ab[0], &a).ok() || !ParseOne(f, ab[1], &b).ok() || a == 0 ||
+           if (ab.size() != 2 || !ParseFlagNumber(f, ab[0], &a).ok() || !ParseFlagNumber(f, ab[1], &b).ok() || a == 0 ||
                b == 0) {
              return InvalidArgumentError(std::string(f) + ": '" + std::string(r) +
                                          "' is not a ratio P:D of positive integers");
@@ -740,6 +693,7 @@ StatusOr<SweepCliOptions> ParseSweepArgs(std::span<const std::string> args) {
       {"prefill-mfu", num(&w.constants.prefill_mfu)},
       {"decode-hbm-efficiency", num(&w.constants.decode_hbm_efficiency)},
       {"allreduce-latency-us", num(&allreduce_us)},
+      {"eager-launch-us", num(&eager_launch_us)},
       {"isl", num(&w.isl)},
       {"osl", num(&w.osl)},
       {"shared-prefix-ratio", num(&w.shared_prefix_ratio)},
@@ -787,6 +741,7 @@ StatusOr<SweepCliOptions> ParseSweepArgs(std::span<const std::string> args) {
   if (o.help) return o;
   if (step_overhead_ms >= 0) w.constants.step_overhead_s = step_overhead_ms / 1000.0;
   if (allreduce_us >= 0) w.constants.allreduce_latency_s = allreduce_us / 1e6;
+  if (eager_launch_us >= 0) w.constants.eager_launch_s_per_layer = eager_launch_us / 1e6;
   w.max_ttft_p90_s = max_ttft_ms / 1000.0;
   if (!(o.user_rate > 0)) return InvalidArgumentError("--user-rate: must be > 0");
   if (auto g = GpuByName(w.gpu); !g.ok()) return InvalidArgumentError("--gpu: " + g.status().message());
