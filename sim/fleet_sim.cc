@@ -46,6 +46,42 @@ Status SimConfig::Validate() const {
   if (!(sla_ttft_s > 0) || !(sla_itl_s > 0)) {
     return InvalidArgumentError("sla_ttft_s and sla_itl_s must be > 0");
   }
+  if (!clusters.empty()) {
+    const size_t n = clusters.size();
+    for (size_t i = 0; i < pools.size(); ++i) {
+      if (pools[i].cluster >= n) {
+        return InvalidArgumentError("pools[" + std::to_string(i) + "].cluster " +
+                                    std::to_string(pools[i].cluster) + " is not a cluster index");
+      }
+    }
+    if (region_rtt_ms.empty()) return InvalidArgumentError("region_rtt_ms: no region");
+    for (size_t r = 0; r < region_rtt_ms.size(); ++r) {
+      if (region_rtt_ms[r].size() != n) {
+        return InvalidArgumentError("region_rtt_ms[" + std::to_string(r) + "] must have one entry per cluster");
+      }
+      for (double v : region_rtt_ms[r]) {
+        if (!(v >= 0) || !std::isfinite(v)) {
+          return InvalidArgumentError("region_rtt_ms[" + std::to_string(r) + "]: RTTs must be finite and >= 0");
+        }
+      }
+    }
+    if (cluster_links.size() != n) return InvalidArgumentError("cluster_links must be clusters x clusters");
+    for (size_t a = 0; a < n; ++a) {
+      if (cluster_links[a].size() != n) return InvalidArgumentError("cluster_links must be clusters x clusters");
+      for (size_t b = 0; b < n; ++b) {
+        if (a != b && !(cluster_links[a][b].bandwidth_gbps > 0)) {
+          return InvalidArgumentError("cluster_links[" + std::to_string(a) + "][" + std::to_string(b) +
+                                      "].bandwidth_gbps must be > 0");
+        }
+      }
+    }
+    if (!(payload_bytes_per_token >= 0) || !std::isfinite(payload_bytes_per_token)) {
+      return InvalidArgumentError("payload_bytes_per_token must be finite and >= 0");
+    }
+  }
+  if (scale && !(scale_interval_s > 0 && std::isfinite(scale_interval_s))) {
+    return InvalidArgumentError("scale_interval_s must be > 0 when a scaling hook is set");
+  }
   KVMESH_RETURN_IF_ERROR(routing.Validate());
   KVMESH_RETURN_IF_ERROR(disaggregation.Validate());
   return Status::Ok();
@@ -131,7 +167,7 @@ Percentiles PercentilesOf(std::vector<double>& v) {
   return p;
 }
 
-enum class EventKind : uint8_t { kArrival, kStepEnd, kKvDelivery, kTransferDone };
+enum class EventKind : uint8_t { kArrival, kStepEnd, kKvDelivery, kTransferDone, kScaleTick };
 
 struct Event {
   double t;
@@ -158,6 +194,9 @@ struct Req {
   uint32_t generated = 0;  // output tokens produced
   uint32_t committed = 0;  // leading prompt blocks hashed in the current instance's pool
   uint32_t cached_at_first_prefill = 0;
+  double rtt_s = 0;        // round trip between the request's region and its decode cluster
+  bool remote = false;     // served by a cluster outside the request's region
+  bool holds_prefill = false;  // counted in the remote prefill instance's `holds`
   bool prefilling = false;
   bool first_admission_done = false;
 };
@@ -196,7 +235,15 @@ struct Pool {
 
 struct Instance {
   uint32_t id = 0;
+  uint32_t cluster = 0;
+  uint32_t pool_index = 0;
   const Pool* pool = nullptr;
+  // Scaling: requests that still need this instance (as decode or remote prefill instance).
+  uint32_t holds = 0;
+  bool draining = false;  // no new requests; removed once holds == 0 and idle
+  bool removed = false;
+  double added_at = 0;
+  double removed_at = 0;
   std::shared_ptr<router::WorkerState> worker;
   std::unique_ptr<InstanceSink> sink;
   std::unique_ptr<kv::BlockPool> blocks;
@@ -239,6 +286,11 @@ class Simulator {
   void OnStepEnd(Instance& in);
   void OnTransferDone(uint32_t slot);
   void FlushEvents();
+  void OnScaleTick();
+  Status AddInstance(Pool* pool, uint32_t pool_index);
+  void SetActive(Instance& in, bool active);
+  void RemoveDrained();
+  void ReleaseHolds(Req& q);
 
   // Scheduling.
   void NotifyWork(Instance& in);
@@ -301,6 +353,12 @@ class Simulator {
   std::optional<SimRequest> next_arrival_;
   std::vector<uint32_t> dirty_;
   std::string bug_;
+  uint32_t draining_ = 0;  // instances draining, not yet removed
+  uint32_t present_ = 0;   // instances not removed
+  // Interval accumulators for the scaling hook.
+  uint64_t iv_arrivals_ = 0;
+  double iv_isl_ = 0, iv_osl_ = 0;
+  std::vector<double> iv_ttft_, iv_itl_;
 
   // Results.
   SimResult res_;
@@ -330,8 +388,7 @@ Status Simulator::Init(const std::string& label) {
 
   uint32_t total = 0;
   for (const PoolConfig& pc : config_.pools) total += pc.count;
-  inst_.resize(total);
-  uint32_t id = 0;
+  inst_.reserve(total);
   min_decode_blocks_ = min_prefill_blocks_ = kNone;
   for (size_t pi = 0; pi < config_.pools.size(); ++pi) {
     auto pool = std::make_unique<Pool>();
@@ -351,33 +408,153 @@ Status Simulator::Init(const std::string& label) {
     if (blocks < 1) return InvalidArgumentError(at + "no room for one KV block");
     pool->num_blocks = static_cast<uint32_t>(blocks);
     res_.gpus += pool->config.count * pool->config.tp;
-    for (uint32_t c = 0; c < pool->config.count; ++c, ++id) {
-      Instance& in = inst_[id];
-      in.id = id;
-      in.pool = pool.get();
-      in.worker = std::make_shared<router::WorkerState>();
-      in.worker->id = id;
-      in.worker->spec.role = pool->config.role;
-      in.worker->spec.url = "sim://" + std::to_string(id);
-      in.worker->ready.store(true);
-      in.sink = std::make_unique<InstanceSink>();
-      kv::BlockPoolOptions bo;
-      bo.num_blocks = pool->num_blocks + 1;
-      bo.block_size = config_.block_size;
-      KVMESH_ASSIGN_OR_RETURN(in.blocks, kv::BlockPool::Create(bo, in.sink.get()));
-      if (router::CanDecode(pool->config.role)) {
-        decode_workers_.push_back(in.worker.get());
-        min_decode_blocks_ = std::min(min_decode_blocks_, pool->num_blocks);
-      }
-      if (router::CanPrefillRemote(pool->config.role)) {
-        prefill_workers_.push_back(in.worker.get());
-        min_prefill_blocks_ = std::min(min_prefill_blocks_, pool->num_blocks);
-      }
+    if (router::CanDecode(pool->config.role)) {
+      min_decode_blocks_ = std::min(min_decode_blocks_, pool->num_blocks);
+    }
+    if (router::CanPrefillRemote(pool->config.role)) {
+      min_prefill_blocks_ = std::min(min_prefill_blocks_, pool->num_blocks);
+    }
+    for (uint32_t c = 0; c < pool->config.count; ++c) {
+      KVMESH_RETURN_IF_ERROR(AddInstance(pool.get(), static_cast<uint32_t>(pi)));
     }
     pools_.push_back(std::move(pool));
   }
   res_.instances = total;
+  res_.completed_by_cluster.assign(config_.clusters.size(), 0);
   return Status::Ok();
+}
+
+Status Simulator::AddInstance(Pool* pool, uint32_t pool_index) {
+  const uint32_t id = static_cast<uint32_t>(inst_.size());
+  Instance in;
+  in.id = id;
+  in.cluster = pool->config.cluster;
+  in.pool_index = pool_index;
+  in.pool = pool;
+  in.added_at = now_;
+  in.worker = std::make_shared<router::WorkerState>();
+  in.worker->id = id;
+  in.worker->spec.role = pool->config.role;
+  in.worker->spec.url = "sim://" + std::to_string(id);
+  in.worker->ready.store(true);
+  in.sink = std::make_unique<InstanceSink>();
+  kv::BlockPoolOptions bo;
+  bo.num_blocks = pool->num_blocks + 1;
+  bo.block_size = config_.block_size;
+  KVMESH_ASSIGN_OR_RETURN(in.blocks, kv::BlockPool::Create(bo, in.sink.get()));
+  inst_.push_back(std::move(in));
+  SetActive(inst_.back(), true);
+  ++present_;
+  res_.peak_instances = std::max(res_.peak_instances, present_);
+  return Status::Ok();
+}
+
+// Adds or removes an instance's worker from the router's candidate lists.
+void Simulator::SetActive(Instance& in, bool active) {
+  auto update = [&](std::vector<router::WorkerState*>& v) {
+    auto it = std::find(v.begin(), v.end(), in.worker.get());
+    if (active && it == v.end()) v.push_back(in.worker.get());
+    if (!active && it != v.end()) v.erase(it);
+  };
+  if (router::CanDecode(in.pool->config.role)) update(decode_workers_);
+  if (router::CanPrefillRemote(in.pool->config.role)) update(prefill_workers_);
+}
+
+void Simulator::ReleaseHolds(Req& q) {
+  if (q.decode_inst != kNone) {
+    --inst_[q.decode_inst].holds;
+    q.decode_inst = kNone;
+  }
+  if (q.holds_prefill) {
+    --inst_[q.prefill_inst].holds;
+    q.holds_prefill = false;
+  }
+}
+
+void Simulator::RemoveDrained() {
+  for (Instance& in : inst_) {
+    if (!in.draining || in.removed || in.holds > 0 || in.busy) continue;
+    in.removed = true;
+    in.removed_at = now_;
+    --draining_;
+    --present_;
+    ++res_.instances_removed;
+  }
+}
+
+void Simulator::OnScaleTick() {
+  IntervalStats st;
+  st.time_s = now_;
+  st.interval_s = config_.scale_interval_s;
+  st.arrivals = iv_arrivals_;
+  if (iv_arrivals_ > 0) {
+    st.mean_isl = iv_isl_ / static_cast<double>(iv_arrivals_);
+    st.mean_osl = iv_osl_ / static_cast<double>(iv_arrivals_);
+  }
+  st.completed = iv_ttft_.size();
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  st.ttft_p90_s = iv_ttft_.empty() ? nan : PercentilesOf(iv_ttft_).p90;
+  st.itl_p90_s = iv_itl_.empty() ? nan : PercentilesOf(iv_itl_).p90;
+  st.in_flight = res_.requests - res_.completed - res_.rejected;
+  st.active.assign(pools_.size(), 0);
+  st.draining.assign(pools_.size(), 0);
+  for (const Instance& in : inst_) {
+    if (in.removed) continue;
+    (in.draining ? st.draining : st.active)[in.pool_index]++;
+  }
+  iv_arrivals_ = 0;
+  iv_isl_ = iv_osl_ = 0;
+  iv_ttft_.clear();
+  iv_itl_.clear();
+
+  std::vector<uint32_t> want = config_.scale(st);
+  want.resize(pools_.size(), 0);
+  // Keep at least one decode-capable instance taking requests.
+  uint32_t decode_left = 0;
+  for (size_t p = 0; p < pools_.size(); ++p) {
+    if (router::CanDecode(pools_[p]->config.role)) decode_left += want[p];
+  }
+  if (decode_left == 0) {
+    for (size_t p = 0; p < pools_.size(); ++p) {
+      if (router::CanDecode(pools_[p]->config.role)) {
+        want[p] = 1;
+        break;
+      }
+    }
+  }
+  for (size_t p = 0; p < pools_.size(); ++p) {
+    uint32_t active = st.active[p];
+    // Grow: take back draining instances first (warm caches), then start new ones.
+    for (size_t i = inst_.size(); i-- > 0 && active < want[p];) {
+      Instance& in = inst_[i];
+      if (in.pool_index != p || !in.draining || in.removed) continue;
+      in.draining = false;
+      --draining_;
+      SetActive(in, true);
+      ++active;
+    }
+    while (active < want[p]) {
+      if (!AddInstance(pools_[p].get(), static_cast<uint32_t>(p)).ok()) {
+        RecordBug("could not add an instance");
+        break;
+      }
+      ++res_.instances_added;
+      ++active;
+    }
+    // Shrink: drain the most recently added active instances.
+    for (size_t i = inst_.size(); i-- > 0 && active > want[p];) {
+      Instance& in = inst_[i];
+      if (in.pool_index != p || in.draining || in.removed) continue;
+      in.draining = true;
+      ++draining_;
+      SetActive(in, false);
+      --active;
+    }
+  }
+  RemoveDrained();
+  if (next_arrival_ || res_.requests > res_.completed + res_.rejected) {
+    Push(now_ + config_.scale_interval_s, EventKind::kScaleTick, 0);
+  }
 }
 
 void Simulator::PullArrival() {
@@ -411,8 +588,12 @@ void Simulator::Run() {
       case EventKind::kTransferDone:
         OnTransferDone(e.target);
         break;
+      case EventKind::kScaleTick:
+        OnScaleTick();
+        break;
     }
     FlushEvents();
+    if (draining_ > 0) RemoveDrained();
   }
 }
 
@@ -442,7 +623,11 @@ void Simulator::OnArrival() {
   next_arrival_.reset();
   PullArrival();
   ++res_.requests;
-  if (first_arrival_ < 0) first_arrival_ = now_;
+  if (first_arrival_ < 0) {
+    first_arrival_ = now_;
+    for (Instance& w : inst_) w.added_at = now_;
+    if (config_.scale) Push(now_ + config_.scale_interval_s, EventKind::kScaleTick, 0);
+  }
 
   const uint32_t slot = NewSlot();
   Req& q = reqs_[slot];
@@ -450,6 +635,9 @@ void Simulator::OnArrival() {
   q.r = std::move(r);
   if (q.r.output_tokens == 0) q.r.output_tokens = 1;
   if (q.r.input_tokens == 0) q.r.input_tokens = 1;
+  ++iv_arrivals_;
+  iv_isl_ += q.r.input_tokens;
+  iv_osl_ += q.r.output_tokens;
   // Workloads give full-block hashes of the prompt; a mismatching block size would be a bug.
   if (q.r.hashes.size() > q.r.input_tokens / config_.block_size) {
     q.r.hashes.resize(q.r.input_tokens / config_.block_size);
@@ -460,6 +648,18 @@ void Simulator::OnArrival() {
     return;
   }
 
+  const bool multi = !config_.clusters.empty();
+  if (multi) {
+    if (q.r.region >= config_.region_rtt_ms.size()) {
+      RecordBug("a request's region " + std::to_string(q.r.region) + " has no region_rtt_ms row");
+      Reject(slot);
+      return;
+    }
+    // The global tier's view from the request's region: every worker's rtt_ms is the round trip
+    // from there to its cluster (single-threaded: set per decision).
+    const std::vector<double>& rtt = config_.region_rtt_ms[q.r.region];
+    for (Instance& w : inst_) w.worker->rtt_ms = rtt[w.cluster];
+  }
   const uint32_t max_inflight = config_.max_inflight_per_worker;
   cands_.clear();
   for (router::WorkerState* w : decode_workers_) {
@@ -483,6 +683,10 @@ void Simulator::OnArrival() {
     pre_.clear();
     for (router::WorkerState* w : prefill_workers_) {
       if (w == choice.worker || w->inflight.load(std::memory_order_relaxed) >= max_inflight) continue;
+      if (multi && config_.cluster_local_prefill &&
+          inst_[w->id].cluster != inst_[choice.worker->id].cluster) {
+        continue;
+      }
       pre_.push_back(w);
     }
     plan = router::PlanPrefill(config_.disaggregation, in, choice, pre_, overlaps_, *policy_);
@@ -495,6 +699,11 @@ void Simulator::OnArrival() {
                       BlocksFor(q.r.input_tokens) <= min_prefill_blocks_;
   Instance& d = inst_[choice.worker->id];
   q.decode_inst = d.id;
+  ++d.holds;
+  if (multi) {
+    q.rtt_s = config_.region_rtt_ms[q.r.region][d.cluster] / 1000.0;
+    q.remote = config_.clusters[d.cluster].region != q.r.region;
+  }
   if (policy_->uses_overlap() || disagg) {
     index_->AddPredicted(d.id, q.r.hashes, config_.routing.predicted_ttl);
     if (remote) index_->AddPredicted(plan.prefill_worker->id, q.r.hashes, config_.routing.predicted_ttl);
@@ -503,6 +712,8 @@ void Simulator::OnArrival() {
   if (remote) {
     Instance& p = inst_[plan.prefill_worker->id];
     q.prefill_inst = p.id;
+    ++p.holds;
+    q.holds_prefill = true;
     q.pguard = router::LoadGuard(p.worker, plan.uncached_tokens, 0, true);
     ++res_.remote_prefills;
     p.waiting.push_back(slot);
@@ -517,6 +728,7 @@ void Simulator::OnArrival() {
 
 void Simulator::Reject(uint32_t slot) {
   ++res_.rejected;
+  ReleaseHolds(reqs_[slot]);
   FreeSlot(slot);
 }
 
@@ -829,8 +1041,15 @@ void Simulator::TryReceive(Instance& d) {
     const uint64_t moved = q.r.input_tokens - std::min<uint64_t>(q.r.input_tokens, cached * bs);
     const uint64_t bytes = d.pool->perf->KvBytes(moved);
     res_.transfer_bytes += bytes;
+    const uint32_t from = inst_[q.prefill_inst].cluster;
+    const bool cross = !config_.clusters.empty() && from != d.cluster;
+    if (cross) {
+      res_.cross_cluster_bytes += bytes;
+      res_.cross_cluster_kv_bytes += bytes;
+    }
+    const LinkSpec& link = cross ? config_.cluster_links[from][d.cluster] : link_;
     const double start = std::max(now_, d.link_free_at);
-    const double done = moved > 0 ? start + PerfModel::TransferSeconds(bytes, link_) : now_;
+    const double done = moved > 0 ? start + PerfModel::TransferSeconds(bytes, link) : now_;
     d.link_free_at = std::max(d.link_free_at, done);
     Push(done, EventKind::kTransferDone, slot);
   }
@@ -842,6 +1061,10 @@ void Simulator::OnTransferDone(uint32_t slot) {
   Instance& d = inst_[q.decode_inst];
   p.blocks->Free(q.lease);  // the lease is released
   q.lease.clear();
+  if (q.holds_prefill) {
+    --p.holds;
+    q.holds_prefill = false;
+  }
   q.kv = q.r.input_tokens;
   CommitPromptBlocks(d, q);
   d.ready.push_back(slot);
@@ -857,18 +1080,29 @@ void Simulator::FinishRequest(Instance& in, uint32_t slot) {
     in.blocks->Free(q.lease);
     q.lease.clear();
   }
-  const double e2e = now_ - q.r.arrival_s;
-  const double ttft = q.first_token - q.r.arrival_s;
+  // The user sees the round trip to the serving cluster on top of the fleet's own latency.
+  const double e2e = now_ - q.r.arrival_s + q.rtt_s;
+  const double ttft = q.first_token - q.r.arrival_s + q.rtt_s;
   ++res_.completed;
+  if (!config_.clusters.empty()) {
+    ++res_.completed_by_cluster[inst_[q.decode_inst].cluster];
+    if (q.remote) {
+      ++res_.remote_requests;
+      res_.cross_cluster_bytes += static_cast<uint64_t>(
+          config_.payload_bytes_per_token * (static_cast<double>(q.r.input_tokens) + q.r.output_tokens));
+    }
+  }
   res_.prompt_tokens += q.r.input_tokens;
   res_.cached_prompt_tokens += q.cached_at_first_prefill;
   res_.output_tokens += q.r.output_tokens;
   ttft_.push_back(ttft);
   e2e_.push_back(e2e);
   double tpot = 0;
+  if (config_.scale) iv_ttft_.push_back(ttft);
   if (q.r.output_tokens > 1) {
     const double decode_s = now_ - q.first_token;
     tpot = decode_s / (q.r.output_tokens - 1);
+    if (config_.scale) iv_itl_.push_back(tpot);
     if (decode_s > 0) {
       user_tps_sum_ += (q.r.output_tokens - 1) / decode_s;
       ++user_tps_n_;
@@ -876,6 +1110,7 @@ void Simulator::FinishRequest(Instance& in, uint32_t slot) {
   }
   if (ttft <= config_.sla_ttft_s && tpot <= config_.sla_itl_s) ++good_;
   last_finish_ = std::max(last_finish_, now_);
+  ReleaseHolds(q);
   FreeSlot(slot);
 }
 
@@ -889,6 +1124,10 @@ SimResult Simulator::Finish() {
   }
   if (res_.pool_errors.empty() && !bug_.empty()) res_.pool_errors = bug_;
   const double dur = first_arrival_ < 0 ? 0 : last_finish_ - first_arrival_;
+  for (const Instance& in : inst_) {
+    const double end = in.removed ? in.removed_at : std::max(last_finish_, in.added_at);
+    res_.gpu_seconds += in.pool->config.tp * std::max(0.0, end - in.added_at);
+  }
   res_.duration_s = dur;
   if (dur > 0) {
     res_.output_tokens_per_s = static_cast<double>(res_.output_tokens) / dur;
@@ -955,6 +1194,14 @@ std::string SimResultJson(const SimResult& r) {
       {"engine_steps", r.engine_steps},
       {"events", r.events},
       {"leaked_blocks", r.leaked_blocks},
+      {"remote_requests", r.remote_requests},
+      {"cross_cluster_bytes", r.cross_cluster_bytes},
+      {"cross_cluster_kv_bytes", r.cross_cluster_kv_bytes},
+      {"completed_by_cluster", r.completed_by_cluster},
+      {"instances_added", r.instances_added},
+      {"instances_removed", r.instances_removed},
+      {"peak_instances", r.peak_instances},
+      {"gpu_seconds", r.gpu_seconds},
       {"pool_errors", r.pool_errors},
       {"wall_s", r.wall_s},
   };

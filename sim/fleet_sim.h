@@ -23,6 +23,20 @@
 // remaining prompt tokens moves over the link (PerfModel::TransferSeconds(KvBytes(tokens)));
 // transfers into one decode instance are serialized (its inbound link).
 //
+// Clusters and regions (docs/simulator.md, "Placement comparison"): each pool belongs to a cluster
+// (SimConfig::clusters, in a region). When clusters are given, a request from region r is routed
+// over every cluster's instances with WorkerState::rtt_ms set, for that decision, to the round
+// trip between r and the instance's cluster (the global tier's rtt-aware kvmesh cost); the round
+// trip is added to its TTFT and end-to-end latency; a request served by a cluster outside its
+// region counts its prompt and response payload as cross-cluster bytes; a disaggregated KV
+// transfer between two clusters counts its KV bytes and runs over the inter-cluster link.
+//
+// Scaling (the planner in the simulator, docs/simulator.md "Planner in the simulator"): with
+// SimConfig::scale set, every scale_interval_s of simulated time the hook gets the interval's
+// observed load and returns the wanted instance count per pool. A pool grows by new (cold)
+// instances; it shrinks by draining its most recently added instances: the router stops sending
+// them requests at once, what they hold finishes, then they are removed (no request is dropped).
+//
 // Invariants: every request ends (finished, or rejected when every candidate is at the router's
 // max_inflight_per_worker or the prompt can never fit an instance's KV); at the end every block
 // pool has 0 used blocks and passes CheckInvariants() (SimResult::leaked_blocks, pool_errors).
@@ -54,7 +68,33 @@ struct PoolConfig {
   uint32_t max_prefill_tokens = 8192;  // new prefill tokens per engine step (chunk budget)
   uint32_t kv_blocks = 0;            // 0 = PerfModel::KvCapacityTokens() / block_size
   PerfConstants constants;
+  uint32_t cluster = 0;              // index into SimConfig::clusters (0 when there are none)
 };
+
+// A cluster of the fleet (multi-region runs). Empty SimConfig::clusters = one cluster, no RTT.
+struct SimCluster {
+  std::string name;
+  uint32_t region = 0;  // index into the run's regions (SimRequest::region)
+};
+
+// What the scaling hook sees at the end of one interval.
+struct IntervalStats {
+  double time_s = 0;          // end of the interval (simulated)
+  double interval_s = 0;
+  uint64_t arrivals = 0;      // requests that arrived in the interval
+  double mean_isl = 0;        // of those (0 when none)
+  double mean_osl = 0;
+  uint64_t completed = 0;     // requests that finished in the interval
+  double ttft_p90_s = 0;      // over those; NaN when none finished
+  double itl_p90_s = 0;       // p90 over those of each request's mean inter-token gap; NaN if none
+  double mean_decoding = 0;   // sequences decoding at once over the fleet (time average)
+  uint64_t in_flight = 0;     // requests in the fleet at the end of the interval
+  std::vector<uint32_t> active;    // per pool: instances taking new requests
+  std::vector<uint32_t> draining;  // per pool: instances finishing their work before removal
+};
+// Returns the wanted instance count per pool (same size as SimConfig::pools; 0 is raised to 1
+// for a pool that is the last to serve decode).
+using ScaleFn = std::function<std::vector<uint32_t>(const IntervalStats&)>;
 
 struct SimConfig {
   std::vector<PoolConfig> pools;
@@ -70,6 +110,23 @@ struct SimConfig {
   // Most decode steps one event may advance a stable batch by (1 = step by step: slower, same
   // result; tests compare the two).
   uint32_t max_jump_steps = 4096;
+
+  // ---- multi-region fleets (all empty for a single cluster) ----
+  std::vector<SimCluster> clusters;
+  // region_rtt_ms[r][c]: round trip between users in region r and cluster c (ms). Needed (one row
+  // per region of the workload, one column per cluster) when clusters are given.
+  std::vector<std::vector<double>> region_rtt_ms;
+  // cluster_links[a][b]: the link KV moves over from cluster a to cluster b (a != b); the
+  // diagonal is unused (`link` inside a cluster). Needed when clusters are given.
+  std::vector<std::vector<LinkSpec>> cluster_links;
+  double payload_bytes_per_token = 4;  // request/response bytes per token served remotely
+  // Remote prefill only on a prefill instance of the decode instance's cluster (a cluster's
+  // router disaggregates locally); false = any prefill instance (cross-cluster KV transfers).
+  bool cluster_local_prefill = true;
+
+  // ---- scaling (empty = fixed fleet) ----
+  double scale_interval_s = 0;
+  ScaleFn scale;
 
   // InvalidArgument naming the bad field.
   Status Validate() const;
@@ -110,6 +167,16 @@ struct SimResult {
   uint64_t engine_steps = 0;         // simulated engine steps (all instances)
   uint64_t events = 0;               // discrete events processed
   uint64_t leaked_blocks = 0;        // blocks still used at the end (0 = no leak)
+  // Multi-region runs (0 otherwise).
+  uint64_t remote_requests = 0;      // completed requests served by a cluster outside their region
+  uint64_t cross_cluster_bytes = 0;  // remote payloads + KV moved between clusters
+  uint64_t cross_cluster_kv_bytes = 0;  // of those, KV of cross-cluster disaggregated transfers
+  std::vector<uint64_t> completed_by_cluster;  // per SimConfig::clusters entry
+  // Scaling runs.
+  uint64_t instances_added = 0;
+  uint64_t instances_removed = 0;    // drained and removed
+  uint32_t peak_instances = 0;       // most instances present at once
+  double gpu_seconds = 0;            // sum over instances of GPUs x time present (first arrival on)
   std::string pool_errors;           // first CheckInvariants failure, "" when all pools are ok
   double wall_s = 0;                 // real time the run took
 };
