@@ -14,8 +14,9 @@ std::string Trim(std::string_view s) {
   return std::string(s.substr(b, e - b + 1));
 }
 
-// Splits on commas outside parentheses.
-std::vector<std::string> SplitTopLevel(std::string_view s) {
+}  // namespace
+
+std::vector<std::string> SplitSelectorTerms(std::string_view s) {
   std::vector<std::string> out;
   std::string cur;
   int depth = 0;
@@ -32,6 +33,8 @@ std::vector<std::string> SplitTopLevel(std::string_view s) {
   if (!Trim(cur).empty() || !out.empty()) out.push_back(Trim(cur));
   return out;
 }
+
+namespace {
 
 bool ValueChar(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
@@ -50,7 +53,7 @@ std::string JsonString(const json& v) { return v.is_string() ? v.get<std::string
 
 StatusOr<LabelSelector> LabelSelector::Parse(std::string_view text) {
   LabelSelector sel;
-  for (const std::string& term : SplitTopLevel(text)) {
+  for (const std::string& term : SplitSelectorTerms(text)) {
     auto bad = [&] {
       return InvalidArgumentError("label selector \"" + std::string(text) +
                                   "\": cannot parse requirement \"" + term + "\"");
@@ -73,7 +76,7 @@ StatusOr<LabelSelector> LabelSelector::Parse(std::string_view text) {
       } else {
         return bad();
       }
-      for (std::string& v : SplitTopLevel(std::string_view(term).substr(paren + 1, term.size() - paren - 2))) {
+      for (std::string& v : SplitSelectorTerms(std::string_view(term).substr(paren + 1, term.size() - paren - 2))) {
         r.values.push_back(std::move(v));
       }
     } else if (size_t ne = term.find("!="); ne != std::string::npos) {

@@ -46,4 +46,8 @@ class LabelSelector {
   std::vector<Requirement> reqs_;
 };
 
+// The terms of a selector: split on commas outside parentheses, each trimmed of spaces and tabs
+// ("a in (x,y), b" -> {"a in (x,y)", "b"}; "" -> {}). Field selectors share it.
+std::vector<std::string> SplitSelectorTerms(std::string_view text);
+
 }  // namespace kvmesh

@@ -143,25 +143,6 @@ static std::string Trim(std::string_view s) {
   return std::string(s.substr(b, e - b));
 }
 
-// Splits on commas outside parentheses.
-static std::vector<std::string> SplitTopLevel(std::string_view s) {
-  std::vector<std::string> out;
-  int depth = 0;
-  std::string cur;
-  for (char c : s) {
-    if (c == '(') ++depth;
-    if (c == ')') --depth;
-    if (c == ',' && depth == 0) {
-      out.push_back(Trim(cur));
-      cur.clear();
-    } else {
-      cur += c;
-    }
-  }
-  if (!Trim(cur).empty() || !out.empty()) out.push_back(Trim(cur));
-  return out;
-}
-
 ApiResult<LabelSelector> ParseLabelSelector(std::string_view text) {
   auto sel = LabelSelector::Parse(text);
   if (!sel.ok()) return BadRequestError("unable to parse requirement: " + sel.status().message());
@@ -176,7 +157,7 @@ ApiResult<LabelSelector> LabelSelectorFromObject(const Json& selector) {
 
 ApiResult<FieldSelector> FieldSelector::Parse(std::string_view text) {
   FieldSelector sel;
-  for (const std::string& part : SplitTopLevel(text)) {
+  for (const std::string& part : SplitSelectorTerms(text)) {
     std::size_t p = part.find("!=");
     Req r;
     if (p != std::string::npos) {
