@@ -165,6 +165,20 @@ ReconcileResult Reconciler::ReconcileObject(const std::string& ns, const std::st
   }
   OwnedGraph og = std::move(*parsed);
   og.meta.namespace_ = meta.namespace_;
+  if (options_.desired_replicas) {
+    // Pools the planner owns take its replicas (like a Deployment under an HPA), within the
+    // spec's current limits.
+    for (auto [pool, spec] : {std::pair<const char*, graph::PoolSpec*>{"prefill", &og.graph.spec.prefill},
+                              {"decode", &og.graph.spec.decode}}) {
+      if (spec->replicas <= 0) continue;  // disabled pool
+      const int32_t lo = std::max<int32_t>(1, spec->min_replicas);
+      const int32_t hi = spec->max_replicas > 0 ? spec->max_replicas : spec->replicas;
+      if (hi <= lo) continue;  // does not autoscale
+      if (std::optional<int32_t> want = options_.desired_replicas(og.meta, pool)) {
+        spec->replicas = std::clamp(*want, lo, hi);
+      }
+    }
+  }
 
   if (!HasFinalizer(og.meta)) {
     if (auto stop = confirm_graph()) return *stop;
@@ -455,7 +469,7 @@ StatusOr<json> Reconciler::UpdateFinalizers(json object, bool add) {
   }
 }
 
-Status Reconciler::WriteStatus(json object, const json& status) {
+Status Reconciler::WriteStatus(json object, json status) {
   for (int attempt = 0;; ++attempt) {
     if (object.contains("status") && object["status"] == status) return Status::Ok();
     object["status"] = status;
@@ -471,6 +485,16 @@ Status Reconciler::WriteStatus(json object, const json& status) {
                              Str(object, {"metadata", "name"}));
     if (!fresh.ok()) return kube::IsNotFound(fresh.status()) ? Status::Ok() : fresh.status();
     object = std::move(*fresh);
+    // The conflict may have been the planner's write of status.plannerDecisions (a field this
+    // reconciler does not own): keep the live value rather than the one `status` was built on.
+    if (status.is_object()) {
+      if (object.contains("status") && object["status"].is_object() &&
+          object["status"].contains("plannerDecisions")) {
+        status["plannerDecisions"] = object["status"]["plannerDecisions"];
+      } else {
+        status.erase("plannerDecisions");
+      }
+    }
   }
 }
 

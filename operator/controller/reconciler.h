@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "common/status.h"
@@ -53,6 +54,11 @@ struct ReconcilerOptions {
   std::chrono::milliseconds drain_poll{2000};  // requeue interval while draining
   std::string instance = "kvmesh-operator";  // Event reportingInstance (pod name)
   std::function<SystemTime()> clock = [] { return std::chrono::system_clock::now(); };
+  // The SLA planner's replicas for a pool ("prefill" | "decode") of a graph (kvmesh-operator
+  // wires planner::PlannerLoop::DesiredReplicas); nullopt or unset = spec.replicas. Used only for
+  // pools that autoscale (maxReplicas > max(1, minReplicas)), clamped to those limits; the
+  // Deployments and status.<pool>.replicas then follow the planner (docs/planner.md).
+  std::function<std::optional<int32_t>(const GraphMeta& meta, const std::string& pool)> desired_replicas;
 };
 
 // Counters for /metrics (the caller adds the duration histogram).
@@ -96,7 +102,7 @@ class Reconciler {
   // PUT the graph with `finalizers`; on 409 re-GET and retry once. Returns the updated object.
   StatusOr<nlohmann::json> UpdateFinalizers(nlohmann::json object, bool add);
   // Writes `status` if it differs from object's status; 409 -> re-GET and retry once.
-  Status WriteStatus(nlohmann::json object, const nlohmann::json& status);
+  Status WriteStatus(nlohmann::json object, nlohmann::json status);
   // Best-effort v1 Event about the graph (failures are logged, never fatal).
   void RecordEvent(const GraphMeta& meta, const std::string& type, const std::string& reason,
                    const std::string& message);

@@ -17,6 +17,9 @@
 #include "operator/kube/kube_client.h"
 #include "operator/kube/leader_election.h"
 #include "operator/kube/workqueue.h"
+#include "operator/planner/perf_profile.h"
+#include "operator/planner/planner_loop.h"
+#include "operator/planner/planner_metrics.h"
 
 namespace kvmesh::op {
 namespace {
@@ -115,7 +118,8 @@ void AddDelta(Counter& c, uint64_t now, uint64_t& last) {
 // The controllers of one leadership term: informers, queue, workers. Built at Start, gone at Stop.
 class Controllers {
  public:
-  Controllers(kube::KubeClient* client, const OperatorConfig& config, Metrics* metrics)
+  Controllers(kube::KubeClient* client, const OperatorConfig& config, Metrics* metrics,
+              std::shared_ptr<const planner::PerfProfile> profile, const planner::PlannerMetrics* planner_metrics)
       : config_(config), metrics_(metrics), queue_(kube::WorkQueueOptions{}) {
     kube::InformerOptions graphs;
     graphs.resource = kube::InferenceGraphs();
@@ -155,6 +159,25 @@ class Controllers {
     ro.drain_timeout = std::chrono::duration_cast<std::chrono::seconds>(config.drain_timeout);
     ro.degraded_grace = std::chrono::duration_cast<std::chrono::seconds>(config.degraded_grace);
     ro.instance = EnvOr("POD_NAME", "kvmesh-operator");
+
+    // The SLA planner: its decisions are the desired replicas of the pools it owns.
+    planner::PlannerLoopOptions po;
+    po.interval_s = std::chrono::duration<double>(config.planner.interval).count();
+    po.prometheus_url = config.planner.prometheus_url;
+    po.prometheus_window = config.planner.prometheus_window;
+    po.selector = config.planner.selector;
+    po.profile = std::move(profile);
+    po.scale_down_window_s = std::chrono::duration<double>(config.planner.scale_down_window).count();
+    auto loop = planner::PlannerLoop::Create(*client, po, planner_metrics);
+    if (loop.ok()) {
+      planner_ = std::move(*loop);
+      planner::PlannerLoop* p = planner_.get();
+      ro.desired_replicas = [p](const controller::GraphMeta& m, const std::string& pool) {
+        return p->DesiredReplicas(m.namespace_ + "/" + m.name, pool);
+      };
+    } else {
+      KVMESH_LOG_ERROR(kComponent, "planner off", {"error", loop.status().ToString()});
+    }
     reconciler_ = std::make_unique<controller::Reconciler>(*client, *reader_, ro);
   }
 
@@ -165,6 +188,7 @@ class Controllers {
       workers_.emplace_back([this] { WorkerLoop(); });
     }
     resync_ = std::thread([this] { ResyncLoop(); });
+    if (planner_) planner_thread_ = std::thread([this] { PlannerThread(); });
     return Status::Ok();
   }
 
@@ -179,6 +203,7 @@ class Controllers {
     for (auto& t : workers_) t.join();
     workers_.clear();
     if (resync_.joinable()) resync_.join();
+    if (planner_thread_.joinable()) planner_thread_.join();
     graph_informer_->Stop();
     for (auto& inf : child_informers_) inf->Stop();
   }
@@ -260,15 +285,32 @@ class Controllers {
     }
   }
 
+  // Steps the planner over the cached graphs about once a second (each graph decides once per
+  // planner.interval); a graph whose desired replicas changed is reconciled at once.
+  void PlannerThread() {
+    const auto tick = std::min<std::chrono::milliseconds>(std::chrono::milliseconds(1000), config_.planner.interval);
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      if (cv_.wait_for(lock, tick, [this] { return stopping_; })) return;
+      lock.unlock();
+      if (Synced()) {
+        for (const std::string& key : planner_->Step(graph_informer_->List())) Enqueue(key);
+      }
+      lock.lock();
+    }
+  }
+
   const OperatorConfig& config_;
   Metrics* const metrics_;
   kube::WorkQueue queue_;
   std::unique_ptr<kube::Informer> graph_informer_;
   std::vector<std::unique_ptr<kube::Informer>> child_informers_;
   std::unique_ptr<controller::InformerObjectReader> reader_;  // over the informers above
+  std::unique_ptr<planner::PlannerLoop> planner_;            // null: planner options invalid
   std::unique_ptr<controller::Reconciler> reconciler_;        // reads through reader_
   std::vector<std::thread> workers_;
   std::thread resync_;
+  std::thread planner_thread_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;
@@ -282,6 +324,8 @@ Status OperatorConfig::Validate() const {
   if (workers == 0) return InvalidArgumentError("workers: must be >= 1");
   if (resync_period.count() <= 0) return InvalidArgumentError("resync_period: must be > 0");
   if (api_timeout.count() <= 0) return InvalidArgumentError("api_timeout: must be > 0");
+  if (planner.interval.count() <= 0) return InvalidArgumentError("planner.interval: must be > 0");
+  if (planner.scale_down_window.count() < 0) return InvalidArgumentError("planner.scale_down_window: must be >= 0");
   const auto& le = leader_election;
   if (le.enabled && !(le.lease_duration > le.renew_deadline && le.renew_deadline > le.retry_period &&
                       le.retry_period.count() > 0)) {
@@ -301,6 +345,8 @@ struct Manager::Impl {
   std::unique_ptr<http::HttpServer> http;
   std::unique_ptr<kube::LeaderElector> elector;
   Metrics metrics;
+  std::shared_ptr<const planner::PerfProfile> planner_profile;  // null: --planner.profile unset
+  planner::PlannerMetrics planner_metrics;
 
   // Leadership changes are applied by the control thread (elector callbacks must not block).
   std::mutex mu;
@@ -321,7 +367,7 @@ struct Manager::Impl {
       const bool want = want_running && !shutting_down;
       lock.unlock();
       if (want && !running.load()) {
-        auto c = std::make_unique<Controllers>(client.get(), config, &metrics);
+        auto c = std::make_unique<Controllers>(client.get(), config, &metrics, planner_profile, &planner_metrics);
         Status s = c->Start();
         if (!s.ok()) {
           KVMESH_LOG_ERROR(kComponent, "cannot start controllers", {"error", s.ToString()});
@@ -398,6 +444,12 @@ StatusOr<std::unique_ptr<Manager>> Manager::Create(const OperatorConfig& config)
   co.timeout = config.api_timeout;
   KVMESH_ASSIGN_OR_RETURN(impl->client, kube::CreateKubeClient(kc, co));
   KVMESH_ASSIGN_OR_RETURN(impl->metrics, Metrics::Register(DefaultMetricsRegistry()));
+  KVMESH_ASSIGN_OR_RETURN(impl->planner_metrics, planner::PlannerMetrics::Register(DefaultMetricsRegistry()));
+  if (!config.planner.profile.empty()) {
+    auto table = planner::TablePerfProfile::FromFile(config.planner.profile);
+    if (!table.ok()) return InvalidArgumentError("planner.profile: " + table.status().message());
+    impl->planner_profile = std::make_shared<const planner::TablePerfProfile>(std::move(*table));
+  }
   http::HttpServerOptions ho;
   ho.host = config.host;
   ho.port = static_cast<uint16_t>(config.port);

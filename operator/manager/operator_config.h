@@ -56,6 +56,25 @@ struct OperatorLeaderConfig {
   }
 };
 
+// The SLA planner inside the operator (docs/planner.md "In the operator").
+struct OperatorPlannerConfig {
+  std::chrono::milliseconds interval{30000};
+  std::string prometheus_url;  // "" = no metrics source: the planner does not scale
+  std::string prometheus_window = "1m";
+  std::string selector = "namespace=\"{namespace}\",kvmesh_dev_graph=\"{name}\"";
+  std::string profile;  // "" = no performance profile: the planner does not scale
+  std::chrono::milliseconds scale_down_window{300000};
+  template <class V> void Visit(V& v) {
+    v("interval", interval, "time between two planner decisions of one graph");
+    v("prometheus_url", prometheus_url,
+      "Prometheus base URL the planner reads router load from (empty = planner does not scale)");
+    v("prometheus_window", prometheus_window, "PromQL range of rate() / histogram_quantile()");
+    v("selector", selector, "label matchers of a graph's router series; {namespace} and {name} are replaced");
+    v("profile", profile, "performance profile JSON (kvmesh up --planner-profile format; empty = planner does not scale)");
+    v("scale_down_window", scale_down_window, "scale-down stabilization window (highest recommendation wins)");
+  }
+};
+
 struct OperatorConfig {
   std::string kubeconfig;       // "" = $KUBECONFIG, in-cluster, ~/.kube/config
   std::string context;          // kubeconfig context; "" = current-context
@@ -70,6 +89,7 @@ struct OperatorConfig {
   std::chrono::milliseconds api_timeout{10000};
   OperatorLeaderConfig leader_election;
   OperatorPodsConfig pods;
+  OperatorPlannerConfig planner;
   template <class V> void Visit(V& v) {
     v("kubeconfig", kubeconfig, "kubeconfig file (default $KUBECONFIG, in-cluster, ~/.kube/config)");
     v("context", context, "kubeconfig context (default current-context)");
@@ -84,6 +104,7 @@ struct OperatorConfig {
     v("api_timeout", api_timeout, "timeout of one API request");
     v("leader_election", leader_election, "leader election");
     v("pods", pods, "how pods are built");
+    v("planner", planner, "the SLA planner");
   }
   Status Validate() const;
 };
