@@ -1,0 +1,342 @@
+#include "operator/placement/hub_controller.h"
+
+#include <algorithm>
+
+#include "common/log.h"
+#include "operator/controller/status.h"
+
+namespace kvmesh::placement {
+namespace {
+
+using json = nlohmann::json;
+using SteadyTime = std::chrono::steady_clock::time_point;
+constexpr char kComponent[] = "hub";
+
+std::string Annotation(const json& obj, const std::string& key) {
+  const json& md = obj.value("metadata", json::object());
+  auto a = md.find("annotations");
+  if (a == md.end() || !a->is_object()) return "";
+  auto v = a->find(key);
+  return v != a->end() && v->is_string() ? v->get<std::string>() : "";
+}
+
+bool IsMultiCluster(const json& obj) {
+  const json& spec = obj.value("spec", json::object());
+  auto p = spec.find("placement");
+  if (p == spec.end() || !p->is_object()) return false;
+  auto c = p->find("clusters");
+  return c != p->end() && c->is_array() && !c->empty();
+}
+
+}  // namespace
+
+Status HubConfig::Validate() const {
+  if (interval.count() <= 0) return InvalidArgumentError("hub.interval: must be > 0");
+  if (unhealthy_after.count() < 0) return InvalidArgumentError("hub.unhealthy_after: must be >= 0");
+  if (heat_max_age.count() < 0) return InvalidArgumentError("hub.heat_max_age: must be >= 0");
+  if (member_timeout.count() <= 0) return InvalidArgumentError("hub.member_timeout: must be > 0");
+  if (!(kv_bytes_per_token > 0)) {
+    return InvalidArgumentError("hub.kv_bytes_per_token: must be > 0, got " + std::to_string(kv_bytes_per_token));
+  }
+  if (fabric_domain_key.empty()) return InvalidArgumentError("hub.fabric_domain_key: must not be empty");
+  return Status::Ok();
+}
+
+struct HubController::GraphState {
+  explicit GraphState(HeatCollectorOptions o) : heat(std::move(o)) {}
+  HeatCollector heat;
+  std::map<std::string, SteadyTime> unreachable_since;  // cluster -> first failed sync of this run
+  std::map<std::string, std::string> unreachable_since_text;  // the same as RFC 3339 (status)
+};
+
+HubController::HubController(kube::KubeClient* hub, HubControllerOptions options)
+    : hub_(hub), options_(std::move(options)) {
+  MetricsRegistry& r = options_.metrics != nullptr ? *options_.metrics : DefaultMetricsRegistry();
+  auto sync = r.AddCounter("kvmesh_hub_sync_total",
+                           "Member syncs by the hub controller, by cluster and result (ok, error, unreachable)",
+                           {"cluster", "result"});
+  auto passes = r.AddCounter("kvmesh_hub_passes_total",
+                             "Hub passes over one InferenceGraph, by result (ok, error)", {"result"});
+  auto healthy = r.AddGauge("kvmesh_hub_cluster_healthy",
+                            "1 while a member cluster gets a share, 0 once it stayed unreachable past the grace period",
+                            {"graph", "cluster"});
+  auto share = r.AddGauge("kvmesh_hub_cluster_replicas",
+                          "Replicas placed in a member cluster, by pool (prefill, decode)",
+                          {"graph", "cluster", "pool"});
+  // Registration only fails on a name clash with another family: a programming error.
+  if (sync.ok()) sync_total_ = *sync;
+  if (passes.ok()) passes_total_ = *passes;
+  if (healthy.ok()) healthy_ = *healthy;
+  if (share.ok()) share_ = *share;
+}
+
+HubController::~HubController() { Stop(); }
+
+SteadyTime HubController::Now() const {
+  return options_.clock != nullptr ? options_.clock->Now() : std::chrono::steady_clock::now();
+}
+
+StatusOr<HubPassResult> HubController::SyncGraph(const json& graph_object) {
+  HubPassResult result;
+  if (!IsMultiCluster(graph_object)) {
+    result.skipped = true;
+    return result;
+  }
+  KVMESH_ASSIGN_OR_RETURN(controller::OwnedGraph og, controller::ReadOwnedGraph(graph_object));
+  og.graph.namespace_ = og.meta.namespace_;
+  og.graph.name = og.meta.name;
+  const std::string key = og.meta.namespace_ + "/" + og.meta.name;
+  auto& slot = graphs_[key];
+  if (!slot) {
+    HeatCollectorOptions ho;
+    ho.max_age = options_.config.heat_max_age;
+    ho.timeout = options_.config.member_timeout;
+    ho.router_api_key = options_.config.router_api_key;
+    ho.kv_bytes_per_token = options_.config.kv_bytes_per_token;
+    ho.clock = options_.clock;
+    slot = std::make_unique<GraphState>(ho);
+  }
+  GraphState& st = *slot;
+  const SteadyTime now = Now();
+
+  // 1. Members, through their kubeconfig Secrets.
+  kube::KubeClientOptions co;
+  co.timeout = options_.config.member_timeout;
+  co.max_retries = 1;
+  co.initial_backoff = std::chrono::milliseconds(20);
+  co.user_agent = "kvmesh-hub";
+  MemberClients clients = ConnectMembers(*hub_, og.graph, co);
+  std::set<std::string> spec_clusters;
+  for (const auto& c : og.graph.spec.placement.clusters) spec_clusters.insert(c.name);
+  for (auto it = st.unreachable_since.begin(); it != st.unreachable_since.end();) {
+    if (spec_clusters.count(it->first) == 0) {
+      st.unreachable_since_text.erase(it->first);
+      it = st.unreachable_since.erase(it);
+    } else {
+      ++it;
+    }
+  }
+
+  // 2. A member that failed before and answers now is healthy again at once.
+  kube::ListOptions probe;
+  probe.label_selector = std::string(controller::kGraphLabel) + "=" + og.meta.name;
+  for (auto it = st.unreachable_since.begin(); it != st.unreachable_since.end();) {
+    auto c = clients.clients.find(it->first);
+    if (c != clients.clients.end() && c->second->List(kube::Deployments(), og.meta.namespace_, probe).ok()) {
+      KVMESH_LOG_INFO(kComponent, "member answers again", {"graph", key}, {"cluster", it->first});
+      st.unreachable_since_text.erase(it->first);
+      it = st.unreachable_since.erase(it);
+    } else {
+      ++it;
+    }
+  }
+
+  // 3. Heat and demand, then placement.
+  std::map<std::string, std::string> routers;
+  if (const std::string text = Annotation(graph_object, kMemberRoutersAnnotation); !text.empty()) {
+    auto parsed = ParseMemberRouters(text);
+    if (parsed.ok()) {
+      for (auto& [name, url] : *parsed) {
+        if (spec_clusters.count(name) != 0) routers[name] = url;
+      }
+    } else {
+      KVMESH_LOG_WARN(kComponent, "ignoring bad annotation", {"graph", key}, {"error", parsed.status().ToString()});
+    }
+  }
+  result.heat = st.heat.Collect(routers);
+  PlacementInput input = InputFromGraph(og.graph);
+  auto past_grace = [&](const std::string& cluster) {
+    auto u = st.unreachable_since.find(cluster);
+    return u != st.unreachable_since.end() && now - u->second >= options_.config.unhealthy_after;
+  };
+  for (Cluster& c : input.clusters) c.healthy = !past_grace(c.name);
+  st.heat.FillInput(result.heat, input);
+
+  MemberWriterOptions wo;
+  wo.fabric_domain_key = options_.config.fabric_domain_key;
+  wo.require_fabric_affinity = options_.config.require_fabric_affinity;
+  auto place_and_sync = [&]() -> Status {
+    auto placed = Place(input);
+    if (!placed.ok()) return placed.status();
+    result.placement = std::move(*placed);
+    result.members = SyncMembers(og, result.placement, clients.Pointers(), options_.settings, wo);
+    for (MemberStatus& m : result.members) {
+      if (auto e = clients.errors.find(m.cluster); e != clients.errors.end()) m.error = e->second;
+      if (!m.reachable) {
+        if (st.unreachable_since.emplace(m.cluster, now).second) {
+          st.unreachable_since_text[m.cluster] = controller::FormatRfc3339(std::chrono::system_clock::now());
+        }
+      } else {
+        st.unreachable_since.erase(m.cluster);
+        st.unreachable_since_text.erase(m.cluster);
+      }
+    }
+    return Status::Ok();
+  };
+  Status ps = place_and_sync();
+  // 4. A member whose grace period ended in this pass: move its share now.
+  bool moved = false;
+  for (Cluster& c : input.clusters) {
+    if (c.healthy && past_grace(c.name)) {
+      KVMESH_LOG_WARN(kComponent, "member unreachable past the grace period: moving its share",
+                      {"graph", key}, {"cluster", c.name});
+      c.healthy = false;
+      moved = true;
+    }
+  }
+  if (ps.ok() && moved) ps = place_and_sync();
+  if (!ps.ok()) {
+    if (passes_total_ != nullptr) passes_total_->WithLabels({"error"}).Inc();
+    return ps;
+  }
+
+  // 5. status.clusters.
+  std::map<std::string, const Cluster*> spec_of;
+  for (const Cluster& c : input.clusters) spec_of[c.name] = &c;
+  json clusters = json::array();
+  for (const MemberStatus& m : result.members) {
+    json e = {{"name", m.cluster},
+              {"prefill", {{"replicas", m.prefill_replicas}}},
+              {"decode", {{"replicas", m.decode_replicas}}},
+              {"reachable", m.reachable},
+              {"applied", m.applied},
+              {"unchanged", m.unchanged},
+              {"deleted", m.deleted}};
+    if (auto s = spec_of.find(m.cluster); s != spec_of.end()) {
+      e["healthy"] = s->second->healthy;
+      if (!s->second->region.empty()) e["region"] = s->second->region;
+    }
+    if (!m.error.empty()) e["error"] = m.error;
+    if (auto u = st.unreachable_since_text.find(m.cluster); u != st.unreachable_since_text.end()) {
+      e["unreachableSince"] = u->second;
+    }
+    auto h = result.heat.find(m.cluster);
+    e["heat"] = HeatStateName(h == result.heat.end() ? HeatState::kNone : h->second.state);
+    clusters.push_back(std::move(e));
+
+    if (sync_total_ != nullptr) {
+      const char* r = !m.reachable ? "unreachable" : m.error.empty() ? "ok" : "error";
+      sync_total_->WithLabels({m.cluster, r}).Inc();
+    }
+    if (healthy_ != nullptr && spec_of.count(m.cluster) != 0) {
+      healthy_->WithLabels({key, m.cluster}).Set(spec_of[m.cluster]->healthy ? 1 : 0);
+    }
+    if (share_ != nullptr) {
+      share_->WithLabels({key, m.cluster, "prefill"}).Set(m.prefill_replicas);
+      share_->WithLabels({key, m.cluster, "decode"}).Set(m.decode_replicas);
+    }
+  }
+  result.status_clusters = clusters;
+  const json& status = graph_object.value("status", json::object());
+  const json previous = status.is_object() && status.contains("clusters") ? status["clusters"] : json();
+  if (previous != clusters) {
+    json patch = {{"status", {{"clusters", clusters}}}};
+    kube::PatchOptions po;
+    po.status = true;
+    auto w = hub_->Patch(kube::InferenceGraphs(), og.meta.namespace_, og.meta.name, kube::PatchType::kMerge, patch, po);
+    if (!w.ok() && !kube::IsNotFound(w.status())) {
+      if (passes_total_ != nullptr) passes_total_->WithLabels({"error"}).Inc();
+      return Status(w.status().code(), "write status.clusters of " + key + ": " + w.status().message());
+    }
+    result.status_written = w.ok();
+  }
+  if (passes_total_ != nullptr) passes_total_->WithLabels({"ok"}).Inc();
+  return result;
+}
+
+void HubController::OnGraph(const json& obj) {
+  const std::string key = kube::Informer::KeyOf(obj);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    dirty_.insert(key);
+  }
+  cv_.notify_all();
+}
+
+Status HubController::Start() {
+  kube::InformerOptions io;
+  io.resource = kube::InferenceGraphs();
+  io.ns = options_.watch_namespace;
+  informer_ = std::make_unique<kube::Informer>(hub_, io);
+  // A pass on every add and on every change of spec (generation) or annotations; status-only
+  // updates (our own writes, the reconciler's) do not trigger one.
+  informer_->AddHandlers({[this](const json& o) { OnGraph(o); },
+                          [this](const json& old_o, const json& o) {
+                            const json& om = old_o.value("metadata", json::object());
+                            const json& nm = o.value("metadata", json::object());
+                            if (om.value("generation", int64_t{0}) != nm.value("generation", int64_t{0}) ||
+                                om.value("annotations", json::object()) != nm.value("annotations", json::object())) {
+                              OnGraph(o);
+                            }
+                          },
+                          [this](const json& o) { OnGraph(o); }});
+  KVMESH_RETURN_IF_ERROR(informer_->Start());
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = false;
+  }
+  thread_ = std::thread([this] { Loop(); });
+  KVMESH_LOG_INFO(kComponent, "hub controller started",
+                  {"interval_ms", static_cast<int64_t>(options_.config.interval.count())},
+                  {"unhealthy_after_ms", static_cast<int64_t>(options_.config.unhealthy_after.count())});
+  return Status::Ok();
+}
+
+void HubController::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  if (informer_) informer_->Stop();
+}
+
+void HubController::Loop() {
+  // The pass thread wakes at least this often to check due graphs (the clock may be a fake one in
+  // tests, so do not sleep a whole interval on the real clock).
+  const auto tick = std::min<std::chrono::milliseconds>(options_.config.interval, std::chrono::milliseconds(500));
+  for (;;) {
+    std::set<std::string> dirty;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_for(lock, tick, [this] { return stopping_ || !dirty_.empty(); });
+      if (stopping_) return;
+      dirty.swap(dirty_);
+    }
+    if (!informer_->HasSynced() || (options_.leading && !options_.leading())) {
+      // Not ready (cache not listed yet, or another replica leads): keep the changes, wait a tick.
+      std::unique_lock<std::mutex> lock(mu_);
+      dirty_.insert(dirty.begin(), dirty.end());
+      if (cv_.wait_for(lock, tick, [this] { return stopping_; })) return;
+      continue;
+    }
+    const SteadyTime now = Now();
+    std::set<std::string> live;
+    for (const json& obj : informer_->List()) {
+      const std::string key = kube::Informer::KeyOf(obj);
+      live.insert(key);
+      auto due = next_due_.find(key);
+      if (due != next_due_.end() && now < due->second && dirty.count(key) == 0) continue;
+      next_due_[key] = now + options_.config.interval;
+      if (!IsMultiCluster(obj)) {
+        graphs_.erase(key);
+        continue;
+      }
+      auto r = SyncGraph(obj);
+      if (!r.ok()) {
+        KVMESH_LOG_WARN(kComponent, "hub pass failed; retrying next interval", {"graph", key},
+                        {"error", r.status().ToString()});
+      }
+    }
+    // Graphs gone from the hub: forget their state (their member objects stay; see docs).
+    for (auto it = graphs_.begin(); it != graphs_.end();) {
+      it = live.count(it->first) != 0 ? std::next(it) : graphs_.erase(it);
+    }
+    for (auto it = next_due_.begin(); it != next_due_.end();) {
+      it = live.count(it->first) != 0 ? std::next(it) : next_due_.erase(it);
+    }
+  }
+}
+
+}  // namespace kvmesh::placement

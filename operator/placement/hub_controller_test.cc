@@ -1,0 +1,459 @@
+// The hub controller against in-process test API servers (one hub, member clusters) over real
+// HTTP through the operator's real client, with member routers that are real HTTP servers serving
+// Prometheus text rendered by the project's metrics registry and an inventory. Time is a FakeClock.
+#include "operator/placement/hub_controller.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "common/http_client.h"
+#include "common/http_server.h"
+#include "tests/kube/kube_util.h"
+#include "tests/kube/test_apiserver.h"
+
+namespace kvmesh::placement {
+namespace {
+
+using json = nlohmann::json;
+using std::chrono::seconds;
+
+std::string Base64(const std::string& in) {
+  static const char* kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  size_t i = 0;
+  for (; i + 2 < in.size(); i += 3) {
+    uint32_t v = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8) | uint8_t(in[i + 2]);
+    for (int k = 3; k >= 0; --k) out.push_back(kAlphabet[(v >> (6 * k)) & 63]);
+  }
+  if (i < in.size()) {
+    uint32_t v = uint8_t(in[i]) << 16;
+    if (i + 1 < in.size()) v |= uint8_t(in[i + 1]) << 8;
+    out.push_back(kAlphabet[(v >> 18) & 63]);
+    out.push_back(kAlphabet[(v >> 12) & 63]);
+    out.push_back(i + 1 < in.size() ? kAlphabet[(v >> 6) & 63] : '=');
+    out.push_back('=');
+  }
+  return out;
+}
+
+std::string SourceDir() {
+  const char* s = std::getenv("KVMESH_SOURCE_DIR");
+  return s != nullptr ? s : ".";
+}
+
+kube::KubeClientOptions FastOptions() {
+  kube::KubeClientOptions o;
+  o.max_retries = 1;
+  o.initial_backoff = std::chrono::milliseconds(10);
+  o.timeout = std::chrono::milliseconds(2000);
+  return o;
+}
+
+struct Server {
+  std::unique_ptr<testapi::TestApiServer> server;
+  std::unique_ptr<kube::KubeClient> client;
+};
+
+Server StartServer(uint32_t port = 0) {
+  testapi::TestApiServerConfig config;
+  config.controllers = false;
+  config.port = port;
+  auto s = testapi::TestApiServer::Start(config);
+  EXPECT_TRUE(s.ok()) << s.status().ToString();
+  Server m;
+  if (!s.ok()) return m;
+  m.server = std::move(*s);
+  kube::KubeConfig kc;
+  kc.server = m.server->url();
+  auto c = kube::CreateKubeClient(kc, FastOptions());
+  EXPECT_TRUE(c.ok()) << c.status().ToString();
+  m.client = std::move(*c);
+  return m;
+}
+
+// A member cluster's kvmesh-router as the hub sees it: /metrics in Prometheus text (rendered by a
+// MetricsRegistry with the router's families) and /v1/kv/inventory.
+class FakeRouter {
+ public:
+  FakeRouter() {
+    requests_ = *registry_.AddCounter("kvmesh_router_requests_total", "Requests", {"endpoint", "result"});
+    prompt_ = *registry_.AddCounter("kvmesh_router_prompt_tokens_total", "Prompt tokens", {});
+    cached_ = *registry_.AddCounter("kvmesh_router_cached_tokens_total", "Cached tokens", {});
+    completion_ = *registry_.AddCounter("kvmesh_router_completion_tokens_total", "Completion tokens", {});
+    server_ = std::make_unique<http::HttpServer>(http::HttpServerOptions{});
+    server_->Route("GET", "/metrics", [this](const http::HttpRequest&) {
+      http::HttpResponse r;
+      r.content_type = "text/plain; version=0.0.4";
+      r.body = registry_.Render();
+      return r;
+    });
+    server_->Route("GET", "/v1/kv/inventory", [this](const http::HttpRequest&) {
+      std::lock_guard<std::mutex> lock(mu_);
+      json inv = {{"agent_id", "router"}, {"kind", "router"}, {"block_size", 16}, {"seq", 0},
+                  {"tiers", json::array({{{"medium", "GPU"}, {"hashes", hashes_}}})},
+                  {"load", {{"inflight", 0}, {"ready_workers", 1}}}};
+      return http::JsonResponse(200, inv.dump());
+    });
+    EXPECT_TRUE(server_->Start().ok());
+  }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(server_->port()); }
+  // `n` more requests with these token counts each.
+  void Serve(double n, double isl, double cached, double osl) {
+    requests_->WithLabels({"chat_completions", "ok"}).Inc(n);
+    requests_->WithLabels({"chat_completions", "unauthorized"}).Inc(7);  // never demand
+    prompt_->WithLabels({}).Inc(n * isl);
+    cached_->WithLabels({}).Inc(n * cached);
+    completion_->WithLabels({}).Inc(n * osl);
+  }
+  void SetHashes(std::vector<uint64_t> h) {
+    std::lock_guard<std::mutex> lock(mu_);
+    hashes_ = std::move(h);
+  }
+  void Stop() { server_->Stop(std::chrono::milliseconds(0)); }
+
+ private:
+  MetricsRegistry registry_;
+  CounterFamily* requests_;
+  CounterFamily* prompt_;
+  CounterFamily* cached_;
+  CounterFamily* completion_;
+  std::mutex mu_;
+  std::vector<uint64_t> hashes_;
+  std::unique_ptr<http::HttpServer> server_;
+};
+
+std::vector<uint64_t> Range(uint64_t from, uint64_t to) {
+  std::vector<uint64_t> v;
+  for (uint64_t i = from; i < to; ++i) v.push_back(i * 7919 + 13);
+  return v;
+}
+
+uint64_t WriteRequests(const testapi::TestApiServer& s) {
+  http::HttpClient c;
+  auto r = c.Get(s.url() + "/_test/stats");
+  EXPECT_TRUE(r.ok());
+  if (!r.ok()) return 0;
+  return json::parse(r->body).value("write_requests", uint64_t{0});
+}
+
+int32_t LiveReplicas(kube::KubeClient& c, const std::string& name) {
+  auto d = c.Get(kube::Deployments(), "default", name);
+  if (!d.ok()) return -1;
+  return (*d)["spec"].value("replicas", -1);
+}
+
+class HubControllerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    hub_ = StartServer();
+    ASSERT_TRUE(hub_.client);
+    std::ifstream in(SourceDir() + "/crds/inferencegraph.yaml");
+    ASSERT_TRUE(in) << "KVMESH_SOURCE_DIR/crds/inferencegraph.yaml";
+    std::stringstream ss;
+    ss << in.rdbuf();
+    auto crd = testapi::YamlToJson(ss.str());
+    ASSERT_TRUE(crd.ok());
+    ASSERT_TRUE(hub_.client->Create({"apiextensions.k8s.io", "v1", "customresourcedefinitions", false}, "", crd.value()).ok());
+    for (const std::string name : {"a", "b"}) AddMember(name);
+  }
+
+  void AddMember(const std::string& name, uint32_t port = 0) {
+    members_[name] = StartServer(port);
+    const std::string path = ::testing::TempDir() + "/hub_kc_" + name + "_" + std::to_string(::getpid());
+    ASSERT_TRUE(members_[name].server->WriteKubeconfig(path).ok());
+    std::ifstream in(path);
+    std::stringstream text;
+    text << in.rdbuf();
+    std::filesystem::remove(path);
+    json secret = {{"apiVersion", "v1"}, {"kind", "Secret"}, {"metadata", {{"name", "member-" + name}}},
+                   {"data", {{"kubeconfig", Base64(text.str())}}}};
+    auto existing = hub_.client->Get(kube::Secrets(), "default", "member-" + name);
+    if (existing.ok()) {
+      ASSERT_TRUE(hub_.client->Delete(kube::Secrets(), "default", "member-" + name).ok());
+    }
+    ASSERT_TRUE(hub_.client->Create(kube::Secrets(), "default", secret).ok());
+  }
+
+  void CreateGraph(const std::string& policy, int prefill, int decode, const std::string& routers = "") {
+    json g = {{"apiVersion", "kvmesh.dev/v1alpha1"}, {"kind", "InferenceGraph"},
+              {"metadata", {{"name", "chat"}, {"namespace", "default"}}},
+              {"spec",
+               {{"prefill", {{"replicas", prefill}, {"gpusPerWorker", 1}}},
+                {"decode", {{"replicas", decode}, {"gpusPerWorker", 1}}},
+                {"placement",
+                 {{"policy", policy},
+                  {"clusters", json::array({{{"name", "a"}, {"kubeconfigSecret", "member-a"}, {"region", "us-east"}, {"gpuCapacity", 8}},
+                                            {{"name", "b"}, {"kubeconfigSecret", "member-b"}, {"region", "eu-west"}, {"gpuCapacity", 8}}})},
+                  {"links", json::array({{{"from", "a"}, {"to", "b"}, {"bandwidthGbps", 100}, {"latencyMs", 40}}})}}}}}};
+    if (!routers.empty()) g["metadata"]["annotations"] = {{kMemberRoutersAnnotation, routers}};
+    auto r = hub_.client->Create(kube::InferenceGraphs(), "default", g);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+  }
+
+  std::unique_ptr<HubController> Controller(seconds unhealthy_after = seconds(120)) {
+    HubControllerOptions o;
+    o.config.unhealthy_after = unhealthy_after;
+    o.config.member_timeout = std::chrono::milliseconds(2000);
+    o.config.heat_max_age = seconds(300);
+    o.clock = &clock_;
+    o.metrics = &metrics_;
+    return std::make_unique<HubController>(hub_.client.get(), o);
+  }
+
+  HubPassResult Pass(HubController& c) {
+    auto obj = hub_.client->Get(kube::InferenceGraphs(), "default", "chat");
+    EXPECT_TRUE(obj.ok()) << obj.status().ToString();
+    auto r = c.SyncGraph(*obj);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.ok() ? *r : HubPassResult{};
+  }
+
+  json StatusClusters() {
+    auto obj = hub_.client->Get(kube::InferenceGraphs(), "default", "chat");
+    EXPECT_TRUE(obj.ok());
+    return obj.ok() ? (*obj)["status"].value("clusters", json::array()) : json();
+  }
+
+  static json Entry(const json& clusters, const std::string& name) {
+    for (const json& c : clusters) if (c.value("name", "") == name) return c;
+    return json();
+  }
+
+  Server hub_;
+  std::map<std::string, Server> members_;
+  kube::FakeClock clock_;
+  MetricsRegistry metrics_;
+};
+
+TEST_F(HubControllerTest, WritesSharesAndStatusAndAnUnchangedPassWritesNothing) {
+  CreateGraph("spread", 2, 4);
+  auto hub = Controller();
+  HubPassResult r = Pass(*hub);
+  ASSERT_FALSE(r.skipped);
+  EXPECT_TRUE(r.status_written);
+  EXPECT_EQ(LiveReplicas(*members_["a"].client, "chat-decode"), 2);
+  EXPECT_EQ(LiveReplicas(*members_["b"].client, "chat-decode"), 2);
+  EXPECT_EQ(LiveReplicas(*members_["a"].client, "chat-prefill"), 1);
+  json st = StatusClusters();
+  ASSERT_EQ(st.size(), 2u) << st.dump();
+  json a = Entry(st, "a");
+  EXPECT_EQ(a["decode"]["replicas"], 2);
+  EXPECT_EQ(a["prefill"]["replicas"], 1);
+  EXPECT_EQ(a["reachable"], true);
+  EXPECT_EQ(a["healthy"], true);
+  EXPECT_EQ(a["region"], "us-east");
+  EXPECT_GT(a["applied"].get<int>(), 0);
+  EXPECT_EQ(a["heat"], "none");
+
+  // Second pass: members unchanged (zero member writes); status records "unchanged" once.
+  const uint64_t wa = WriteRequests(*members_["a"].server), wb = WriteRequests(*members_["b"].server);
+  clock_.Advance(seconds(30));
+  r = Pass(*hub);
+  EXPECT_EQ(WriteRequests(*members_["a"].server), wa);
+  EXPECT_EQ(WriteRequests(*members_["b"].server), wb);
+  EXPECT_EQ(Entry(StatusClusters(), "a")["applied"], 0);
+  EXPECT_GT(Entry(StatusClusters(), "a")["unchanged"].get<int>(), 0);
+
+  // Third pass of an unchanged world: no write anywhere, the hub's status included.
+  const uint64_t wh = WriteRequests(*hub_.server);
+  clock_.Advance(seconds(30));
+  r = Pass(*hub);
+  EXPECT_FALSE(r.status_written);
+  EXPECT_EQ(WriteRequests(*hub_.server), wh);
+  EXPECT_EQ(WriteRequests(*members_["a"].server), wa);
+  EXPECT_EQ(WriteRequests(*members_["b"].server), wb);
+  EXPECT_NE(metrics_.Render().find("kvmesh_hub_sync_total{cluster=\"a\",result=\"ok\"} 3"), std::string::npos)
+      << metrics_.Render();
+}
+
+TEST_F(HubControllerTest, UnreachableMemberIsHeldThenItsShareMovesAfterTheGraceAndComesBack) {
+  CreateGraph("spread", 2, 4);
+  auto hub = Controller(seconds(120));
+  Pass(*hub);
+  ASSERT_EQ(LiveReplicas(*members_["a"].client, "chat-decode"), 2);
+  const uint32_t b_port = members_["b"].server->port();
+  members_["b"].server->Stop();
+
+  // Unreachable, inside the grace period: b's share is held; a is unchanged.
+  HubPassResult r = Pass(*hub);
+  json b = Entry(StatusClusters(), "b");
+  EXPECT_EQ(b["reachable"], false);
+  EXPECT_EQ(b["healthy"], true);
+  EXPECT_TRUE(b.contains("unreachableSince"));
+  EXPECT_EQ(b["decode"]["replicas"], 2) << "held";
+  EXPECT_EQ(LiveReplicas(*members_["a"].client, "chat-decode"), 2);
+  clock_.Advance(seconds(119));
+  Pass(*hub);
+  EXPECT_EQ(Entry(StatusClusters(), "b")["healthy"], true);
+  EXPECT_EQ(LiveReplicas(*members_["a"].client, "chat-decode"), 2);
+
+  // Past the grace period: b is unhealthy and its share moves to a in the same pass.
+  clock_.Advance(seconds(2));
+  r = Pass(*hub);
+  b = Entry(StatusClusters(), "b");
+  EXPECT_EQ(b["healthy"], false);
+  EXPECT_EQ(b["decode"]["replicas"], 0);
+  EXPECT_EQ(LiveReplicas(*members_["a"].client, "chat-decode"), 4);
+  EXPECT_EQ(LiveReplicas(*members_["a"].client, "chat-prefill"), 2);
+  EXPECT_NE(metrics_.Render().find("kvmesh_hub_cluster_healthy{graph=\"default/chat\",cluster=\"b\"} 0"),
+            std::string::npos);
+
+  // b answers again (a fresh API server on its port): healthy at once, its share comes back.
+  AddMember("b", b_port);
+  clock_.Advance(seconds(30));
+  Pass(*hub);
+  b = Entry(StatusClusters(), "b");
+  EXPECT_EQ(b["healthy"], true);
+  EXPECT_EQ(b["reachable"], true);
+  EXPECT_FALSE(b.contains("unreachableSince"));
+  EXPECT_EQ(LiveReplicas(*members_["b"].client, "chat-decode"), 2);
+  EXPECT_EQ(LiveReplicas(*members_["a"].client, "chat-decode"), 2);
+}
+
+TEST_F(HubControllerTest, RouterHeatMovesReplicasUnderCacheLocality) {
+  FakeRouter ra, rb;
+  CreateGraph("cache-locality", 2, 6, "a=" + ra.url() + ", b=" + rb.url() + "/");
+  auto hub = Controller();
+  // First sample: caches known, rates not yet -> no demand -> placed as spread.
+  HubPassResult r = Pass(*hub);
+  EXPECT_EQ(r.heat["a"].state, HeatState::kWarming) << r.heat["a"].error;
+  EXPECT_EQ(Entry(StatusClusters(), "a")["heat"], "warming");
+
+  // Users in us-east (a's router) send 20 req/s with a 2000-token prefix cached in a.
+  ra.SetHashes(Range(0, 125));
+  ra.Serve(600, 3000, 2000, 150);
+  rb.Serve(15, 3000, 0, 150);
+  clock_.Advance(seconds(30));
+  r = Pass(*hub);
+  ASSERT_EQ(r.heat["a"].state, HeatState::kFresh);
+  EXPECT_NEAR(r.heat["a"].request_rate, 20, 1e-9);
+  EXPECT_NEAR(r.heat["a"].mean_isl, 3000, 1e-9);
+  EXPECT_NEAR(r.heat["a"].cached_tokens_per_request, 2000, 1e-9);
+  EXPECT_NEAR(r.heat["b"].request_rate, 0.5, 1e-9);
+  const int a1 = r.placement.Find("a")->decode_replicas, b1 = r.placement.Find("b")->decode_replicas;
+  EXPECT_GT(a1, b1) << PlacementResultToJson(r.placement);
+  EXPECT_EQ(LiveReplicas(*members_["a"].client, "chat-decode"), a1);
+
+  // The heat moves: traffic and cache are now in eu-west (b).
+  ra.SetHashes({});
+  rb.SetHashes(Range(1000, 1125));
+  ra.Serve(15, 3000, 0, 150);
+  rb.Serve(600, 3000, 2000, 150);
+  clock_.Advance(seconds(30));
+  r = Pass(*hub);
+  const int a2 = r.placement.Find("a")->decode_replicas, b2 = r.placement.Find("b")->decode_replicas;
+  EXPECT_GT(b2, a2) << PlacementResultToJson(r.placement);
+  EXPECT_EQ(LiveReplicas(*members_["b"].client, "chat-decode"), b2);
+  EXPECT_EQ(LiveReplicas(*members_["a"].client, "chat-decode"), a2);
+}
+
+TEST(HubHeatTest, UnreachableRouterHeatIsHeldThenUnknownNeverZero) {
+  kube::FakeClock clock;
+  HeatCollectorOptions o;
+  o.clock = &clock;
+  o.max_age = seconds(60);
+  o.timeout = std::chrono::milliseconds(1000);
+  HeatCollector collector(o);
+  FakeRouter r;
+  r.SetHashes(Range(0, 10));
+  const std::map<std::string, std::string> routers = {{"a", r.url()}};
+  ClusterHeat first = collector.Collect(routers)["a"];
+  EXPECT_EQ(first.state, HeatState::kWarming) << first.error;
+  r.Serve(100, 1000, 500, 10);
+  clock.Advance(seconds(10));
+  ClusterHeat h = collector.Collect(routers)["a"];
+  ASSERT_EQ(h.state, HeatState::kFresh);
+  EXPECT_NEAR(h.request_rate, 10, 1e-9);
+  EXPECT_NEAR(h.mean_osl, 10, 1e-9);
+
+  PlacementInput in;
+  in.clusters = {{"a", "us-east", 8, true}, {"b", "eu-west", 8, true}};
+  r.Stop();
+  clock.Advance(seconds(30));
+  h = collector.Collect(routers)["a"];
+  EXPECT_EQ(h.state, HeatState::kStale);
+  EXPECT_NEAR(h.request_rate, 10, 1e-9) << "held, not zero";
+  EXPECT_NE(h.error, "");
+  collector.FillInput({{"a", h}}, in);
+  ASSERT_EQ(in.demand.size(), 1u);
+  EXPECT_EQ(in.demand[0].region, "us-east");
+  ASSERT_EQ(in.heat.size(), 1u);
+  EXPECT_EQ(in.heat[0].root, "cache@a");
+  EXPECT_NEAR(in.heat[0].tokens, 500, 1e-9);
+  EXPECT_NEAR(in.heat[0].cached_bytes["a"], 500 * o.kv_bytes_per_token, 1e-3);
+
+  clock.Advance(seconds(31));  // last good sample now 61 s old
+  h = collector.Collect(routers)["a"];
+  EXPECT_EQ(h.state, HeatState::kUnknown);
+  PlacementInput in2;
+  in2.clusters = in.clusters;
+  collector.FillInput({{"a", h}}, in2);
+  EXPECT_TRUE(in2.demand.empty());
+  EXPECT_TRUE(in2.heat.empty());
+}
+
+TEST(HubHeatTest, SharedBlocksCountAsCachedInTheOtherCluster) {
+  HeatCollector collector;
+  PlacementInput in;
+  in.clusters = {{"a", "us-east", 8, true}, {"b", "eu-west", 8, true}};
+  ClusterHeat a, b;
+  a.state = b.state = HeatState::kFresh;
+  a.has_rates = b.has_rates = true;
+  a.request_rate = 4;
+  a.mean_isl = 1000;
+  a.cached_tokens_per_request = 800;
+  auto ha = Range(0, 100);
+  a.hashes = std::set<uint64_t>(ha.begin(), ha.end());
+  auto hb = Range(75, 200);  // holds a quarter of a's blocks
+  b.hashes = std::set<uint64_t>(hb.begin(), hb.end());
+  collector.FillInput({{"a", a}, {"b", b}}, in);
+  ASSERT_EQ(in.heat.size(), 1u) << "b serves no requests with cached tokens";
+  const PrefixHeat& p = in.heat[0];
+  EXPECT_NEAR(p.cached_bytes.at("b") / p.bytes, 0.25, 1e-9);
+  EXPECT_NEAR(p.rate_by_region.at("us-east"), 4, 1e-9);
+  ASSERT_EQ(in.demand.size(), 1u) << "b's zero rate adds no region";
+}
+
+TEST(HubHeatTest, ParsesAnnotationsMetricsAndInventories) {
+  auto ok = ParseMemberRouters(" a=http://x:1/ , b=https://y ");
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ(ok->at("a"), "http://x:1");
+  EXPECT_EQ(ok->at("b"), "https://y");
+  for (const char* bad : {"a", "=http://x", "a=ftp://x", "a=http://x,a=http://y", "a="}) {
+    auto r = ParseMemberRouters(bad);
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << bad;
+  }
+  EXPECT_EQ(CountersFromMetrics("kvmesh_agent_x_total 3\n").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(CountersFromMetrics("kvmesh_router_prompt_tokens_total 0\n").ok()) << "a router that served nothing";
+  EXPECT_EQ(CountersFromMetrics("kvmesh_router_requests_total{ 3\n").status().code(), StatusCode::kInvalidArgument);
+  auto c = CountersFromMetrics(
+      "# TYPE kvmesh_router_requests_total counter\n"
+      "kvmesh_router_requests_total{endpoint=\"completions\",result=\"ok\"} 5\n"
+      "kvmesh_router_requests_total{endpoint=\"chat_completions\",result=\"shed\"} 2\n"
+      "kvmesh_router_requests_total{endpoint=\"chat_completions\",result=\"rejected\"} 9\n"
+      "kvmesh_router_prompt_tokens_total 70\n");
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->requests, 7);
+  EXPECT_EQ(c->prompt_tokens, 70);
+  auto h = HashesFromInventory(R"({"tiers":[{"medium":"GPU","hashes":[1,18446744073709551615]},{"medium":"CPU","hashes":[1,2]}]})");
+  ASSERT_TRUE(h.ok());
+  EXPECT_EQ(h->size(), 3u);
+  EXPECT_EQ(HashesFromInventory("{}").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(HashesFromInventory("[").status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST(HubConfigTest, ValidateNamesTheBadField) {
+  HubConfig c;
+  EXPECT_TRUE(c.Validate().ok());
+  c.interval = std::chrono::milliseconds(0);
+  EXPECT_NE(c.Validate().message().find("hub.interval"), std::string::npos);
+  c = HubConfig{};
+  c.kv_bytes_per_token = 0;
+  EXPECT_NE(c.Validate().message().find("kv_bytes_per_token"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace kvmesh::placement

@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# The hub controller end to end (docs/placement.md, "The hub controller"): four
+# kvmesh-test-apiserver processes, one the hub (CRD + the members' kubeconfig Secrets), three the
+# member clusters a (us-east), b (eu-west), c (ap-south). kvmesh-operator runs against the hub with
+# --hub.enabled, a 1 s interval and a 3 s grace period. The real kubectl:
+#   1. applies one InferenceGraph (spread, 3 prefill + 3 decode, 6 GPUs per cluster) to the hub and
+#      sees 1 prefill + 1 decode + 1 router in every member, and status.clusters on the hub with
+#      every member reachable and healthy;
+#   2. sees no write request reach any member over several passes of the unchanged world;
+#   3. scales the graph to 6 decode replicas: the loop writes the new shares on the graph change;
+#   4. member c is killed (by pid): status says c unreachable while its share is held, then, after
+#      the grace period, c unhealthy with a share of 0 and a + b running all the replicas.
+# Servers bind 127.0.0.1 on free ports and are stopped by pid.
+set -euo pipefail
+SRC=${KVMESH_SOURCE_DIR:-$(cd "$(dirname "$0")/.." && pwd)}
+BIN=${KVMESH_BINARY_DIR:-$SRC/build}
+PY=${KVMESH_PYTHON3:-/usr/bin/python3}
+SERVER=$BIN/tests/kube/kvmesh-test-apiserver
+OPERATOR=$BIN/operator/manager/kvmesh-operator
+command -v kubectl >/dev/null || { echo "SKIP: kubectl not installed"; exit 0; }
+[ -x "$SERVER" ] || { echo "FAIL: $SERVER not built"; exit 1; }
+[ -x "$OPERATOR" ] || { echo "FAIL: $OPERATOR not built"; exit 1; }
+
+WORK=$(mktemp -d)
+export HOME=$WORK/home
+mkdir -p "$HOME"
+declare -A PID=()
+cleanup() {
+  for name in "${!PID[@]}"; do
+    kill "${PID[$name]}" 2>/dev/null || true
+    wait "${PID[$name]}" 2>/dev/null || true
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+fail() {
+  echo "FAIL: $*"
+  echo "--- operator log"; tail -30 "$WORK/operator.log" 2>/dev/null || true
+  echo "--- status.clusters"; cat "$WORK/status.json" 2>/dev/null || true
+  exit 1
+}
+
+for n in hub a b c; do
+  "$SERVER" --port 0 --ready-file "$WORK/$n.ready" --kubeconfig-out "$WORK/$n.kc" \
+    --controllers=false >"$WORK/$n.log" 2>&1 &
+  PID[$n]=$!
+done
+for n in hub a b c; do
+  for _ in $(seq 100); do [ -s "$WORK/$n.ready" ] && break; sleep 0.1; done
+  [ -s "$WORK/$n.ready" ] || fail "server $n did not become ready"
+done
+K() { local n=$1; shift; kubectl --kubeconfig "$WORK/$n.kc" --request-timeout=10s "$@"; }
+
+K hub apply -f "$SRC/crds/inferencegraph.yaml" >/dev/null || fail "apply CRD"
+for n in a b c; do
+  cat <<YAML
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: member-$n, namespace: default}
+type: Opaque
+data:
+  kubeconfig: $(base64 -w0 "$WORK/$n.kc")
+YAML
+done >"$WORK/secrets.yaml"
+K hub apply -f "$WORK/secrets.yaml" >/dev/null || fail "apply secrets"
+
+"$OPERATOR" --kubeconfig "$WORK/hub.kc" --host 127.0.0.1 --port 0 --ready-file "$WORK/operator.ready" \
+  --hub.enabled --hub.interval 1s --hub.unhealthy-after 3s --hub.member-timeout 1s \
+  >"$WORK/operator.log" 2>&1 &
+PID[operator]=$!
+for _ in $(seq 100); do [ -s "$WORK/operator.ready" ] && break; sleep 0.1; done
+[ -s "$WORK/operator.ready" ] || fail "operator did not become ready"
+
+cat >"$WORK/graph.yaml" <<'YAML'
+apiVersion: kvmesh.dev/v1alpha1
+kind: InferenceGraph
+metadata: {name: chat, namespace: default}
+spec:
+  prefill: {replicas: 3, gpusPerWorker: 1}
+  decode: {replicas: 3, gpusPerWorker: 1}
+  placement:
+    policy: spread
+    clusters:
+      - {name: a, kubeconfigSecret: member-a, region: us-east, gpuCapacity: 6}
+      - {name: b, kubeconfigSecret: member-b, region: eu-west, gpuCapacity: 6}
+      - {name: c, kubeconfigSecret: member-c, region: ap-south, gpuCapacity: 6}
+YAML
+K hub apply -f "$WORK/graph.yaml" >/dev/null || fail "apply graph"
+
+# "name=replicas ..." of graph chat's Deployments in cluster $1 (sorted; "" when none).
+deployments() {
+  K "$1" get deployments -l kvmesh.dev/graph=chat \
+    -o jsonpath='{range .items[*]}{.metadata.name}={.spec.replicas}{"\n"}{end}' | sort | tr '\n' ' ' | sed 's/ $//'
+}
+# Runs the Python assertion $1 on the graph's status.clusters (as `c`, a dict by name).
+status_ok() {
+  K hub get inferencegraph chat -o json >"$WORK/graph.json" 2>/dev/null || return 1
+  "$PY" - "$WORK/graph.json" "$1" <<'PY'
+import json, sys
+g = json.load(open(sys.argv[1]))
+c = {x["name"]: x for x in g.get("status", {}).get("clusters", [])}
+json.dump(c, open(sys.argv[1].replace("graph.json", "status.json"), "w"), indent=1)
+sys.exit(0 if eval(sys.argv[2]) else 1)
+PY
+}
+wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
+  local limit=$1 what=$2; shift 2
+  local end=$((SECONDS + limit))
+  until "$@"; do
+    [ $SECONDS -lt $end ] || fail "timed out after ${limit}s waiting for: $what"
+    sleep 0.2
+  done
+}
+all_spread() {
+  for n in a b c; do [ "$(deployments "$n")" = "chat-decode=1 chat-prefill=1 chat-router=1" ] || return 1; done
+}
+
+echo "== 1. the hub places the graph into every member and reports status.clusters"
+wait_for 20 "1/1/1 in every member" all_spread
+wait_for 10 "status.clusters reachable and healthy" status_ok \
+  'len(c) == 3 and all(x["reachable"] and x["healthy"] and x["decode"]["replicas"] == 1 and "error" not in x for x in c.values()) and c["b"]["region"] == "eu-west"'
+for n in a b c; do echo "$n: $(deployments "$n")"; done
+
+echo "== 2. unchanged: no write reaches a member"
+write_requests() {
+  "$PY" -c 'import json,sys,urllib.request; u=json.load(open(sys.argv[1]))["url"]; print(json.load(urllib.request.urlopen(u+"/_test/stats"))["write_requests"])' "$WORK/$1.ready"
+}
+# Let the pass that records "unchanged" in status go by, then count over three more passes.
+wait_for 10 "a pass that found every member unchanged" status_ok 'all(x["applied"] == 0 and x["unchanged"] > 0 for x in c.values())'
+before="$(write_requests a) $(write_requests b) $(write_requests c)"
+sleep 3.5
+after="$(write_requests a) $(write_requests b) $(write_requests c)"
+[ "$before" = "$after" ] || fail "member write requests went from $before to $after"
+grep -q 'kvmesh_hub_sync_total{cluster="a",result="ok"}' <(curl -fsS "http://127.0.0.1:$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["port"])' "$WORK/operator.ready")/metrics") \
+  || fail "operator /metrics lacks kvmesh_hub_sync_total"
+
+echo "== 3. a spec change is placed at once"
+K hub patch inferencegraph chat --type merge -p '{"spec":{"decode":{"replicas":6}}}' >/dev/null || fail "patch graph"
+wait_for 10 "6 decode replicas over the members" status_ok 'sum(x["decode"]["replicas"] for x in c.values()) == 6'
+for n in a b c; do
+  got=$(deployments "$n")
+  echo "$n: $got"
+  [[ "$got" == *"chat-decode=2"* ]] || fail "cluster $n after scaling: '$got'"
+done
+
+echo "== 4. member c dies: share held, then moved after the grace period"
+kill "${PID[c]}"; wait "${PID[c]}" 2>/dev/null || true; unset 'PID[c]'
+killed_at=$SECONDS
+wait_for 5 "c reported unreachable, share held" status_ok \
+  'not c["c"]["reachable"] and c["c"]["healthy"] and c["c"]["decode"]["replicas"] == 2 and "unreachableSince" in c["c"]'
+[ $((SECONDS - killed_at)) -lt 3 ] || echo "note: first unreachable report came $((SECONDS - killed_at))s after the kill"
+wait_for 15 "c unhealthy and its share moved" status_ok \
+  'not c["c"]["healthy"] and c["c"]["decode"]["replicas"] == 0 and c["a"]["decode"]["replicas"] + c["b"]["decode"]["replicas"] == 6 and c["a"]["prefill"]["replicas"] + c["b"]["prefill"]["replicas"] == 3'
+a=$(deployments a); b=$(deployments b)
+echo "a: $a"; echo "b: $b"
+"$PY" - "$a" "$b" <<'PY' || fail "a + b do not run all replicas: a='$a' b='$b'"
+import sys
+tot = {}
+for s in sys.argv[1:]:
+    for kv in s.split():
+        k, v = kv.split("=")
+        tot[k] = tot.get(k, 0) + int(v)
+assert tot.get("chat-decode") == 6 and tot.get("chat-prefill") == 3, tot
+PY
+echo "PASS"
