@@ -202,16 +202,23 @@ if command -v kubectl >/dev/null 2>&1; then
 else
   echo "SKIP: kubectl not installed"
 fi
-echo "== 5b. the operator binary accepts the Deployment's args and env"
+echo "== 5b. the operator binary accepts the Deployment's args and env (planner and hub on)"
 operator="${KVMESH_BINARY_DIR:-$src/build}/operator/manager/kvmesh-operator"
 if [ -x "$operator" ]; then
+  # The optional args too: planner (Prometheus URL; the profile file exists only in a pod) and hub.
+  "$py" scripts/helm_render.py --set planner.prometheusUrl=http://127.0.0.1:9 --set hub.enabled=true \
+    -o "$tmp/with-planner.yaml"
+  grep -q -- '--planner.prometheus-url=http://127.0.0.1:9' "$tmp/with-planner.yaml" || {
+    echo "FAIL: planner.prometheusUrl did not reach the operator's args" >&2; exit 1; }
+  grep -q -- '--hub.enabled=true' "$tmp/with-planner.yaml" || {
+    echo "FAIL: hub.enabled did not reach the operator's args" >&2; exit 1; }
   mapfile -t op_args < <("$py" -c '
 import sys, yaml
 for d in yaml.safe_load_all(open(sys.argv[1])):
     if d and d["kind"] == "Deployment":
         c = d["spec"]["template"]["spec"]["containers"][0]
         print("\n".join(c["args"]))
-        print("\n".join("--env=%s=%s" % (e["name"], e["value"]) for e in c["env"] if "value" in e))' deploy/kvmesh.yaml)
+        print("\n".join("--env=%s=%s" % (e["name"], e["value"]) for e in c["env"] if "value" in e))' "$tmp/with-planner.yaml")
   env_args=(); cli_args=()
   for a in "${op_args[@]}"; do
     case "$a" in --env=*) env_args+=("${a#--env=}") ;; *) cli_args+=("$a") ;; esac
