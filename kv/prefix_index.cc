@@ -578,6 +578,32 @@ template <typename F>
   }
 }
 
+// Which of the (at most 64) words active[0..n) block's bitsets (g0 = G1, then G2 and G3 at
+// g0 + words, g0 + 2 * words) change: bit k set = active[k] needs the full fold. A word is
+// unchanged when every slot of its A_c holds the block in G1 only and every slot of its A_p holds
+// it confirmed: then (next A_c, next A_p) = (A_c, A_p) with no tier exception. Along a shared
+// prefix that is nearly every word; the few others (tier exceptions are random) are found without
+// a branch per word, so each costs no branch misprediction here. A separate function, so the
+// fold's register pressure stays out of this loop.
+[[gnu::noinline]] uint64_t ChangedWords(const uint32_t* active, size_t n, const QueryWord* qw,
+                                        const uint64_t* g0, uint32_t words) {
+  const uint64_t* const g1 = g0 + words;
+  const uint64_t* const g2 = g1 + words;
+  uint64_t changed = 0;
+  for (size_t k = 0; k < n; ++k) {
+    const uint32_t j = active[k];
+    const bool in = j < words;  // a word past the bitsets: nobody there holds the block
+    const uint32_t jj = in ? j : 0;
+    const uint64_t a0 = g0[jj];
+    const uint64_t a12 = g1[jj] | g2[jj];
+    const uint64_t conf = qw[j].conf;
+    const uint64_t pred = qw[j].pred;
+    const uint64_t x = (conf & ~a0) | (conf & a12) | (pred & ~(a0 | a12));
+    changed |= static_cast<uint64_t>((x != 0) | !in) << k;
+  }
+  return changed;
+}
+
 }  // namespace
 
 void PrefixIndex::QueryLocked(std::span<const BlockHash> hashes, QueryOptions options,
@@ -715,34 +741,51 @@ void PrefixIndex::QueryLocked(std::span<const BlockHash> hashes, QueryOptions op
       size_t kept = 0;
       const uint32_t words = e->words();
       if (words != 0) {
-        // Bitset entry: fold and commit each active word in one step.
+        // Bitset entry: find the words it changes (ChangedWords), then fold and commit each of
+        // them in one step.
         const uint64_t* g0 = e->bits(0);
         const uint64_t* g1 = e->bits(1);
         const uint64_t* g2 = e->bits(2);
         const uint64_t* p = e->bits(3);
-        for (uint32_t j : sc.active) {
-          QueryWord& q = qw[j];
-          uint64_t nt[3] = {0, 0, 0};
-          uint64_t nc = 0, np = 0;
-          if (j < words) {
-            const uint64_t any = g0[j] | g1[j] | g2[j];
-            nc = q.conf & any;
-            uint64_t only_pred = q.pred & ~any & p[j];
-            if (only_pred != 0 && check_pred) {
-              uint64_t live = 0;
-              ForEachBit(only_pred, j * 64, [&](uint32_t s) {
-                if (PredictionLive(hashes[i], s, now)) live |= uint64_t{1} << (s & 63);
-              });
-              only_pred = live;
+        uint32_t* const active = sc.active.data();
+        const size_t num_active = sc.active.size();
+        bool gone = false;  // some word's A_p became empty
+        for (size_t from = 0; from < num_active; from += 64) {
+          const size_t n_chunk = std::min<size_t>(num_active - from, 64);
+          const uint64_t changed = ChangedWords(active + from, n_chunk, qw, g0, words);
+          ForEachBit(changed, 0, [&](uint32_t k) {
+            const uint32_t j = active[from + k];
+            QueryWord& q = qw[j];
+            uint64_t nt[3] = {0, 0, 0};
+            uint64_t nc = 0, np = 0;
+            if (j < words) {
+              const uint64_t any = g0[j] | g1[j] | g2[j];
+              nc = q.conf & any;
+              uint64_t only_pred = q.pred & ~any & p[j];
+              if (only_pred != 0 && check_pred) {
+                uint64_t live = 0;
+                ForEachBit(only_pred, j * 64, [&](uint32_t s) {
+                  if (PredictionLive(hashes[i], s, now)) live |= uint64_t{1} << (s & 63);
+                });
+                only_pred = live;
+              }
+              np = (q.pred & any) | only_pred;
+              nt[0] = nc & g0[j];
+              nt[1] = nc & g1[j];
+              nt[2] = nc & g2[j];
             }
-            np = (q.pred & any) | only_pred;
-            nt[0] = nc & g0[j];
-            nt[1] = nc & g1[j];
-            nt[2] = nc & g2[j];
+            const uint64_t diff = (q.conf ^ nc) | (q.pred ^ np) | (nc & ~nt[0]) | nt[1] | nt[2];
+            // An emptied word differs (pred != 0 while active), so it is committed to 0 here.
+            if (diff != 0) commit(q, j * 64, nc, np, nt);
+            gone |= np == 0;
+          });
+        }
+        if (gone) {
+          for (size_t k = 0; k < num_active; ++k) {
+            if (qw[active[k]].pred != 0) active[kept++] = active[k];
           }
-          const uint64_t diff = (q.conf ^ nc) | (q.pred ^ np) | (nc & ~nt[0]) | nt[1] | nt[2];
-          if (diff != 0) commit(q, j * 64, nc, np, nt);
-          if (np != 0) sc.active[kept++] = j;
+        } else {
+          kept = num_active;
         }
       } else {
         fold(*e, hashes[i], /*first=*/false);  // fills next_* of the holders' words
@@ -782,24 +825,22 @@ void PrefixIndex::QueryLocked(std::span<const BlockHash> hashes, QueryOptions op
       wm.total_tier = w.total_tier;
     }
   }
-  // One resize, then plain stores: with a shared system prompt every worker matches block 0, so
-  // this loop runs for all workers on every query and dominates short queries.
-  const size_t first = out.workers.size();
-  out.workers.resize(first + sc.touched.size());
-  WorkerMatch* wm = out.workers.data() + first;
+  // With a shared system prompt every worker matches block 0, so this loop runs for all workers
+  // on every query and dominates short queries.
+  // (push_back of whole structs: a resize would first zero every element.)
+  out.workers.reserve(out.workers.size() + sc.touched.size());
   for (uint32_t s : sc.touched) {
     const WorkerState& w = workers_[s];
     QuerySlot& st = qs[s];
-    wm->worker = w.id;
-    wm->matched_blocks = st.matched;
-    wm->matched_with_predicted = st.with_pred;
-    wm->matched_tier[0] = st.matched - st.g1_missing;
-    wm->matched_tier[1] = st.g2;
-    wm->matched_tier[2] = st.g3;
-    wm->total_blocks = w.total_blocks;
-    wm->total_tier = w.total_tier;
+    out.workers.push_back(WorkerMatch{
+        .worker = w.id,
+        .matched_blocks = st.matched,
+        .matched_tier = {st.matched - st.g1_missing, st.g2, st.g3},
+        .matched_with_predicted = st.with_pred,
+        .total_blocks = w.total_blocks,
+        .total_tier = w.total_tier,
+    });
     st = QuerySlot{};
-    ++wm;
   }
   sc.touched.clear();
 }

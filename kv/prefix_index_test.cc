@@ -449,6 +449,36 @@ TEST(PrefixIndexTest, RandomModelCheckLongChains) {
   RunModelCheck(130, 1200, 31337, /*long_chains=*/true);
 }
 
+// More than 64 active bitset words (over 4,096 workers): the walk classifies the active words
+// 64 at a time; words left with nobody (workers 4,500+ lack block C) drop out, tier exceptions
+// (block B also in G2 on every 7th worker) are counted, and scattered drop-outs (every 5th worker
+// lacks C) end their runs where they should.
+TEST(PrefixIndexTest, QueryOverManyBitsetWords) {
+  PrefixIndex index;
+  constexpr BlockHash kA = 101, kB = 202, kC = 303, kD = 404;
+  constexpr int kWorkers = 5000;
+  for (int w = 0; w < kWorkers; ++w) {
+    KvEventBatch batch = Stored({kA, kB});
+    if (w % 7 == 0) batch.events.push_back(Stored({kB}, Medium::kG2).events[0]);
+    std::vector<BlockHash> more;
+    if (w < 4500 && w % 5 != 0) more.push_back(kC);
+    if (w < 100) more.push_back(kD);
+    if (!more.empty()) batch.events.push_back(Stored(more).events[0]);
+    index.ApplyBatch(static_cast<WorkerId>(w + 1), 0, batch);
+  }
+  const auto m = ByWorker(index.Query(std::vector<BlockHash>{kA, kB, kC, kD}));
+  ASSERT_EQ(m.size(), static_cast<size_t>(kWorkers));
+  for (int w = 0; w < kWorkers; ++w) {
+    const WorkerMatch& x = m.at(static_cast<WorkerId>(w + 1));
+    const uint32_t want = (w >= 4500 || w % 5 == 0) ? 2 : (w < 100 ? 4 : 3);
+    ASSERT_EQ(x.matched_blocks, want) << "worker " << w;
+    EXPECT_EQ(x.matched_with_predicted, want) << "worker " << w;
+    EXPECT_EQ(x.matched_tier[0], want) << "worker " << w;
+    EXPECT_EQ(x.matched_tier[1], w % 7 == 0 ? 1u : 0u) << "worker " << w;
+    EXPECT_EQ(x.matched_tier[2], 0u) << "worker " << w;
+  }
+}
+
 // A query that finds an expired prediction purges it (exclusive lock) before walking; the answer
 // is the same as after ExpirePredicted(), and the purge is visible in Stats().
 TEST(PrefixIndexTest, QueryIgnoresAndPurgesExpiredPredictions) {

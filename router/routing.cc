@@ -107,7 +107,9 @@ constexpr kv::WorkerId kMaxDenseId = kv::WorkerId{1} << 20;
 
 struct Scratch {
   MatchMap matches;
-  std::vector<uint32_t> pos;  // worker id -> index among the current candidates (may be stale)
+  std::vector<uint32_t> mpos;  // worker id -> 1 + index into the matches (all 0 between calls)
+  std::vector<uint32_t> ties;  // candidate indices tied at the running minimum cost
+  std::vector<double> prefill_of;  // 1 + match index -> prefill term of the cost
   std::vector<double> costs;
   std::vector<double> weights;
   std::vector<WorkerState*> prefill_room;
@@ -221,16 +223,20 @@ class KvPolicy final : public RoutingPolicy {
 
   RouteChoice Choose(const RouteInput& input, std::span<WorkerState* const> candidates,
                      const kv::QueryResult& overlaps) override {
-    // Every candidate's cost is first computed as if nothing were cached (one tight pass: its
-    // load counters and the constant overlap_weight * prompt_blocks), recording where each
-    // worker id sits; then only the matched workers (those holding block 0: usually a few
-    // dozen) are re-costed with their overlap. The arithmetic is exactly the documented cost's
-    // (same operations in the same order, so the same doubles): routing_test compares the
-    // choice and cost with a straightforward computation on random fleets and results.
-    // Candidates are distinct workers (distinct ids).
+    // One pass over the candidates computes each one's final cost: a matched worker (one
+    // holding block 0: usually a few dozen) is found through a direct table id -> match index
+    // filled from `overlaps` beforehand (a hash map for ids >= kMaxDenseId). The same pass keeps
+    // the running minimum and the candidates tied at it, so temperature 0 writes no per-candidate
+    // cost and needs no second pass; the tie-break then draws exactly as "for each candidate in
+    // order at the minimum: ++ties, take it with probability 1/ties" would. The arithmetic is
+    // exactly the documented cost's (same operations in the same order, so the same doubles):
+    // routing_test compares the choice and cost with a straightforward computation on random
+    // fleets and results. Candidates are distinct workers (distinct ids); so are matches.
     Scratch& s = ThreadScratch();
     const size_t n = candidates.size();
-    s.costs.resize(n);
+    const bool keep_costs = temperature_ > 0;  // the softmax needs every cost
+    if (keep_costs) s.costs.resize(n);
+    if (s.ties.size() < n) s.ties.resize(n);
     const uint32_t bs = std::max<uint32_t>(input.block_size, 1);
     const double prompt_blocks = static_cast<double>((uint64_t{input.prompt_tokens} + bs - 1) / bs);
     const bool dynamo = cost_ == KvCost::kDynamo;
@@ -242,6 +248,7 @@ class KvPolicy final : public RoutingPolicy {
     const double inv_bs = 1.0 / bs;
     const double rtt_scale = rtt_blocks_per_ms_;
     double* const costs = s.costs.data();
+    uint32_t* const ties = s.ties.data();
     WorkerState* const* const cand = candidates.data();
     // dyn: std::bool_constant<dynamo>, so each pass compiles without the branch.
     auto cost_of = [&](auto dyn, const WorkerState& w, double prefill)
@@ -264,85 +271,97 @@ class KvPolicy final : public RoutingPolicy {
       return ow * std::max(0.0, prompt_blocks - cached);
     };
     const std::vector<kv::WorkerMatch>& matches = overlaps.workers;
-    // A matched cost is never above the same worker's unmatched cost (cached >= 0), so the
-    // minimum over the final costs is min(pass 1's minimum, the matched costs).
+    // mpos[id] = 1 + index into matches for the matches' ids below kMaxDenseId, 0 elsewhere
+    // (restored to all zeros before returning).
+    std::vector<uint32_t>& mpos_vec = s.mpos;
+    bool large_ids = false;
+    for (size_t k = 0; k < matches.size(); ++k) {
+      const kv::WorkerId id = matches[k].worker;
+      if (id >= kMaxDenseId) {
+        large_ids = true;
+        continue;
+      }
+      if (id >= mpos_vec.size()) {
+        mpos_vec.resize(
+            std::min<size_t>(std::max<size_t>(size_t{id} + 1, 2 * mpos_vec.size()), kMaxDenseId));
+      }
+      mpos_vec[id] = static_cast<uint32_t>(k + 1);
+    }
+    if (large_ids) s.matches.Build(overlaps);
+    // prefill_of[k]: the prefill term of a candidate whose match_of() is k (0: unmatched), so
+    // the pass picks it with a load, not a branch (matched candidates are scattered at random).
+    s.prefill_of.resize(matches.size() + 1);
+    double* const prefill_of = s.prefill_of.data();
+    prefill_of[0] = unmatched_prefill;
+    for (size_t k = 0; k < matches.size(); ++k) prefill_of[k + 1] = matched_prefill(matches[k]);
+    const uint32_t* const mpos = mpos_vec.data();
+    const size_t mpos_size = mpos_vec.size();
+    // 1 + index into matches of candidate id, or 0.
+    auto match_of = [&](kv::WorkerId id) __attribute__((always_inline)) -> uint32_t {
+      if (id < mpos_size) [[likely]] return mpos[id];
+      if (!large_ids || id < kMaxDenseId) return 0;
+      return static_cast<uint32_t>(s.matches.Find(id) + 1);  // Find: -1 when absent
+    };
     double min_cost = std::numeric_limits<double>::infinity();
-    auto passes = [&](auto dyn) __attribute__((always_inline)) {
-      // Pass 1: unmatched costs; pos[id] = candidate index (ids below kMaxDenseId).
-      std::vector<uint32_t>& pos = s.pos;
-      uint32_t* pos_data = pos.data();
-      size_t pos_size = pos.size();
-      bool sparse = false;
+    size_t num_ties = 0;
+    auto pass = [&](auto dyn) __attribute__((always_inline)) {
       double min1 = std::numeric_limits<double>::infinity();
+      size_t nt = 0;
       for (size_t i = 0; i < n; ++i) {
         const WorkerState& w = *cand[i];
-        const kv::WorkerId id = w.id;
-        if (id < pos_size) [[likely]] {
-          pos_data[id] = static_cast<uint32_t>(i);
-        } else if (id < kMaxDenseId) {
-          pos.resize(
-              std::min<size_t>(std::max<size_t>(size_t{id} + 1, 2 * pos_size), kMaxDenseId));
-          pos_data = pos.data();
-          pos_size = pos.size();
-          pos_data[id] = static_cast<uint32_t>(i);
-        } else {
-          sparse = true;
-        }
-        const double c = cost_of(dyn, w, unmatched_prefill);
-        costs[i] = c;
-        min1 = c < min1 ? c : min1;
-      }
-      // Pass 2: the matched workers that are candidates.
-      if (!sparse) {
-        for (const kv::WorkerMatch& m : matches) {
-          if (m.worker >= pos_size) continue;
-          const uint32_t i = pos_data[m.worker];
-          if (i >= n || cand[i]->id != m.worker) continue;  // a stale slot: not a candidate
-          const double c = cost_of(dyn, *cand[i], matched_prefill(m));
-          costs[i] = c;
-          min1 = c < min1 ? c : min1;
-        }
-      } else if (!matches.empty()) {
-        // Ids too large for the direct table: hash the matches, probe every candidate.
-        s.matches.Build(overlaps);
-        for (size_t i = 0; i < n; ++i) {
-          const int64_t j = s.matches.Find(cand[i]->id);
-          if (j < 0) continue;
-          const double c = cost_of(dyn, *cand[i], matched_prefill(matches[static_cast<size_t>(j)]));
-          costs[i] = c;
-          min1 = c < min1 ? c : min1;
+        const double c = cost_of(dyn, w, prefill_of[match_of(w.id)]);
+        if (keep_costs) costs[i] = c;
+        if (c < min1) {
+          min1 = c;
+          nt = 0;
+          ties[nt++] = static_cast<uint32_t>(i);
+        } else if (c == min1) {
+          ties[nt++] = static_cast<uint32_t>(i);
         }
       }
       min_cost = min1;
+      num_ties = nt;
     };
     if (dynamo) {
-      passes(std::true_type{});
+      pass(std::true_type{});
     } else {
-      passes(std::false_type{});
+      pass(std::false_type{});
     }
     // The maximum matters to the softmax only.
     double max_cost = min_cost;
-    if (temperature_ > 0) {
+    if (keep_costs) {
       for (size_t i = 0; i < n; ++i) max_cost = std::max(max_cost, costs[i]);
     }
 
     LocalRng local{rng_.Next()};
     size_t pick = 0;
-    if (temperature_ > 0 && max_cost > min_cost) {
+    double pick_cost;
+    if (keep_costs && max_cost > min_cost) {
       pick = SoftmaxPick(s.costs, s.weights, min_cost, max_cost, local);
+      pick_cost = costs[pick];
     } else {
-      // Argmin; ties (all workers, when the softmax is flat) at random.
-      uint32_t ties = 0;
-      for (size_t i = 0; i < n; ++i) {
-        if (costs[i] == min_cost && local.Below(++ties) == 0) pick = i;
+      // Argmin; ties (all workers, when the softmax is flat) at random: the k-th tied candidate
+      // (in candidate order) replaces the pick with probability 1/k.
+      for (size_t t = 0; t < num_ties; ++t) {
+        if (local.Below(static_cast<uint32_t>(t + 1)) == 0) pick = ties[t];
+      }
+      if (num_ties != 0) {
+        pick_cost = min_cost;
+      } else {  // no cost compared equal to the minimum (NaN costs): candidate 0, as before
+        const double prefill = prefill_of[match_of(cand[0]->id)];
+        pick_cost = dynamo ? cost_of(std::true_type{}, *cand[0], prefill)
+                           : cost_of(std::false_type{}, *cand[0], prefill);
       }
     }
     RouteChoice choice;
     choice.worker = candidates[pick];
-    choice.cost = costs[pick];
-    if (const kv::WorkerMatch* m = FindMatch(overlaps, choice.worker->id)) {
-      choice.overlap_blocks = m->matched_blocks;
-      choice.overlap_predicted = m->matched_with_predicted;
+    choice.cost = pick_cost;
+    if (const uint32_t k = match_of(choice.worker->id); k != 0) {
+      choice.overlap_blocks = matches[k - 1].matched_blocks;
+      choice.overlap_predicted = matches[k - 1].matched_with_predicted;
+    }
+    for (const kv::WorkerMatch& m : matches) {
+      if (m.worker < kMaxDenseId) mpos_vec[m.worker] = 0;
     }
     return choice;
   }
