@@ -12,80 +12,25 @@
 #      the grace period, c unhealthy with a share of 0 and a + b running all the replicas.
 # Servers bind 127.0.0.1 on free ports and are stopped by pid.
 set -euo pipefail
-SRC=${KVMESH_SOURCE_DIR:-$(cd "$(dirname "$0")/.." && pwd)}
-BIN=${KVMESH_BINARY_DIR:-$SRC/build}
-PY=${KVMESH_PYTHON3:-/usr/bin/python3}
-SERVER=$BIN/tests/kube/kvmesh-test-apiserver
+source "$(dirname "$0")/member_clusters_lib.sh"
 OPERATOR=$BIN/operator/manager/kvmesh-operator
-command -v kubectl >/dev/null || { echo "SKIP: kubectl not installed"; exit 0; }
-[ -x "$SERVER" ] || { echo "FAIL: $SERVER not built"; exit 1; }
-[ -x "$OPERATOR" ] || { echo "FAIL: $OPERATOR not built"; exit 1; }
-
-WORK=$(mktemp -d)
-export HOME=$WORK/home
-mkdir -p "$HOME"
-declare -A PID=()
-cleanup() {
-  for name in "${!PID[@]}"; do
-    kill "${PID[$name]}" 2>/dev/null || true
-    wait "${PID[$name]}" 2>/dev/null || true
-  done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*"
+[ -x "$OPERATOR" ] || fail "$OPERATOR not built"
+mc_on_fail() {
   echo "--- operator log"; tail -30 "$WORK/operator.log" 2>/dev/null || true
   echo "--- status.clusters"; cat "$WORK/status.json" 2>/dev/null || true
-  exit 1
 }
 
-for n in hub a b c; do
-  "$SERVER" --port 0 --ready-file "$WORK/$n.ready" --kubeconfig-out "$WORK/$n.kc" \
-    --controllers=false >"$WORK/$n.log" 2>&1 &
-  PID[$n]=$!
-done
-for n in hub a b c; do
-  for _ in $(seq 100); do [ -s "$WORK/$n.ready" ] && break; sleep 0.1; done
-  [ -s "$WORK/$n.ready" ] || fail "server $n did not become ready"
-done
-K() { local n=$1; shift; kubectl --kubeconfig "$WORK/$n.kc" --request-timeout=10s "$@"; }
-
+start_clusters "--controllers=false" hub a b c
 K hub apply -f "$SRC/crds/inferencegraph.yaml" >/dev/null || fail "apply CRD"
-for n in a b c; do
-  cat <<YAML
----
-apiVersion: v1
-kind: Secret
-metadata: {name: member-$n, namespace: default}
-type: Opaque
-data:
-  kubeconfig: $(base64 -w0 "$WORK/$n.kc")
-YAML
-done >"$WORK/secrets.yaml"
-K hub apply -f "$WORK/secrets.yaml" >/dev/null || fail "apply secrets"
+apply_member_secrets hub a b c
 
 "$OPERATOR" --kubeconfig "$WORK/hub.kc" --host 127.0.0.1 --port 0 --ready-file "$WORK/operator.ready" \
   --hub.enabled --hub.interval 1s --hub.unhealthy-after 3s --hub.member-timeout 1s \
   >"$WORK/operator.log" 2>&1 &
 PID[operator]=$!
-for _ in $(seq 100); do [ -s "$WORK/operator.ready" ] && break; sleep 0.1; done
-[ -s "$WORK/operator.ready" ] || fail "operator did not become ready"
+wait_ready "$WORK/operator.ready" "${PID[operator]}" "operator"
 
-cat >"$WORK/graph.yaml" <<'YAML'
-apiVersion: kvmesh.dev/v1alpha1
-kind: InferenceGraph
-metadata: {name: chat, namespace: default}
-spec:
-  prefill: {replicas: 3, gpusPerWorker: 1}
-  decode: {replicas: 3, gpusPerWorker: 1}
-  placement:
-    policy: spread
-    clusters:
-      - {name: a, kubeconfigSecret: member-a, region: us-east, gpuCapacity: 6}
-      - {name: b, kubeconfigSecret: member-b, region: eu-west, gpuCapacity: 6}
-      - {name: c, kubeconfigSecret: member-c, region: ap-south, gpuCapacity: 6}
-YAML
+chat_graph_yaml 6 >"$WORK/graph.yaml"
 K hub apply -f "$WORK/graph.yaml" >/dev/null || fail "apply graph"
 
 # "name=replicas ..." of graph chat's Deployments in cluster $1 (sorted; "" when none).
@@ -123,9 +68,6 @@ wait_for 10 "status.clusters reachable and healthy" status_ok \
 for n in a b c; do echo "$n: $(deployments "$n")"; done
 
 echo "== 2. unchanged: no write reaches a member"
-write_requests() {
-  "$PY" -c 'import json,sys,urllib.request; u=json.load(open(sys.argv[1]))["url"]; print(json.load(urllib.request.urlopen(u+"/_test/stats"))["write_requests"])' "$WORK/$1.ready"
-}
 # Let the pass that records "unchanged" in status go by, then count over three more passes.
 wait_for 10 "a pass that found every member unchanged" status_ok 'all(x["applied"] == 0 and x["unchanged"] > 0 for x in c.values())'
 before="$(write_requests a) $(write_requests b) $(write_requests c)"
@@ -145,7 +87,7 @@ for n in a b c; do
 done
 
 echo "== 4. member c dies: share held, then moved after the grace period"
-kill "${PID[c]}"; wait "${PID[c]}" 2>/dev/null || true; unset 'PID[c]'
+stop_cluster c
 killed_at=$SECONDS
 wait_for 5 "c reported unreachable, share held" status_ok \
   'not c["c"]["reachable"] and c["c"]["healthy"] and c["c"]["decode"]["replicas"] == 2 and "unreachableSince" in c["c"]'

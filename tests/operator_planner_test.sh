@@ -15,32 +15,12 @@ BIN="${KVMESH_BINARY_DIR:?KVMESH_BINARY_DIR must point at the build dir}"
 APISERVER="$BIN/tests/kube/kvmesh-test-apiserver"
 OPERATOR="$BIN/operator/manager/kvmesh-operator"
 EXPORTER="$BIN/operator/planner/kvmesh_test_planner_exporter"
-PROMETHEUS="${PROMETHEUS:-/usr/bin/prometheus}"
-PY="${KVMESH_PYTHON3:-/usr/bin/python3}"
 command -v kubectl >/dev/null || { echo "SKIP: kubectl not installed"; exit 0; }
-[[ -x "$PROMETHEUS" ]] || { echo "FAIL: prometheus not found at $PROMETHEUS (scripts/setup.sh installs it)"; exit 1; }
-for b in "$APISERVER" "$OPERATOR" "$EXPORTER"; do [[ -x "$b" ]] || { echo "FAIL: not built: $b"; exit 1; }; done
-
-TMP="$(mktemp -d /tmp/kvmesh_op_planner_XXXXXX)"
+source "$(dirname "$0")/prometheus_lib.sh"
+for b in "$APISERVER" "$OPERATOR" "$EXPORTER"; do [[ -x "$b" ]] || fail "not built: $b"; done
 export HOME="$TMP/home"
 mkdir -p "$HOME"
-API_PID="" OP_PID="" EXP_PID="" PROM_PID=""
-cleanup() {
-  local rc=$?
-  for pid in $OP_PID $EXP_PID $PROM_PID $API_PID; do kill "$pid" 2>/dev/null || true; done
-  for pid in $OP_PID $EXP_PID $PROM_PID $API_PID; do wait "$pid" 2>/dev/null || true; done
-  if [[ $rc -ne 0 ]]; then
-    echo "---- operator log (tail) ----"; tail -n 40 "$TMP/operator.log" 2>/dev/null || true
-    echo "---- prometheus log (tail) ----"; tail -n 10 "$TMP/prometheus.log" 2>/dev/null || true
-  fi
-  rm -rf "$TMP"
-  exit $rc
-}
-trap cleanup EXIT INT TERM
-fail() { echo "FAIL: $*"; exit 1; }
-free_port() {
-  "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
+prom_on_fail() { echo "---- operator log (tail) ----"; tail -n 40 "$TMP/operator.log" 2>/dev/null || true; }
 wait_file() {  # path pid what
   for _ in $(seq 1 150); do
     [[ -s "$1" ]] && return 0
@@ -61,48 +41,14 @@ wait_replicas() {  # want timeout_s
   echo "decode replicas = $1 after $((SECONDS - T0)) s"
 }
 
-# ---- API server, CRD, exporter port, Prometheus ----
+# ---- API server, CRD, Prometheus (it scrapes the graph's "router", the exporter, once it runs) ----
 "$APISERVER" --port 0 --ready-file "$TMP/api.ready" --kubeconfig-out "$TMP/kubeconfig" >"$TMP/api.log" 2>&1 &
 API_PID=$!
+prom_track "$API_PID"
 wait_file "$TMP/api.ready" "$API_PID" "kvmesh-test-apiserver"
 K apply -f "$SRC/crds/inferencegraph.yaml" >/dev/null || fail "kubectl apply the CRD"
 K wait --for=condition=Established crd/inferencegraphs.kvmesh.dev --timeout=20s >/dev/null || fail "CRD not established"
-
-EXP_PORT_FILE="$TMP/exporter.port"
-start_exporter() {
-  rm -f "$EXP_PORT_FILE"
-  "$EXPORTER" --port-file "$EXP_PORT_FILE" >"$TMP/exporter.log" 2>&1 &
-  EXP_PID=$!
-  wait_file "$EXP_PORT_FILE" "$EXP_PID" "exporter"
-}
-# Prometheus scrapes the graph's "router" (the exporter) once it runs; no target before that.
-write_prom_config() {  # targets (YAML list)
-  cat >"$TMP/prometheus.yml" <<YAML
-global: {scrape_interval: 1s, evaluation_interval: 1s}
-scrape_configs:
-  - job_name: kvmesh-router
-    scrape_interval: 1s
-    scrape_timeout: 1s
-    static_configs:
-      - targets: $1
-        labels: {namespace: default, kvmesh_dev_graph: $GRAPH}
-YAML
-}
-write_prom_config "[]"
-for attempt in 1 2 3; do
-  PROM_PORT="$(free_port)"
-  "$PROMETHEUS" --config.file="$TMP/prometheus.yml" --storage.tsdb.path="$TMP/tsdb" --web.enable-lifecycle \
-    --web.listen-address="127.0.0.1:$PROM_PORT" --log.level=warn >"$TMP/prometheus.log" 2>&1 &
-  PROM_PID=$!
-  for _ in $(seq 1 100); do
-    curl -sf "http://127.0.0.1:$PROM_PORT/-/ready" >/dev/null 2>&1 && break
-    kill -0 "$PROM_PID" 2>/dev/null || break
-    sleep 0.2
-  done
-  curl -sf "http://127.0.0.1:$PROM_PORT/-/ready" >/dev/null 2>&1 && break
-  kill "$PROM_PID" 2>/dev/null || true; wait "$PROM_PID" 2>/dev/null || true; PROM_PID=""
-done
-[[ -n "$PROM_PID" ]] || fail "prometheus did not start"
+start_prometheus --lifecycle "" "$(printf 'namespace: default\nkvmesh_dev_graph: %s' "$GRAPH")" kvmesh-router
 
 # ---- profile: one decode replica does 800 output tok/s within ITL 50 ms at ISL 3000 ----
 # 20 req/s x 150 tokens = 3000 tok/s -> 3.75 replicas -> maxReplicas 3.
@@ -117,6 +63,7 @@ JSON
   --planner.prometheus-window 6s --planner.scale-down-window 0s --planner.profile "$TMP/profile.json" \
   >"$TMP/operator.log" 2>&1 &
 OP_PID=$!
+prom_track "$OP_PID"
 wait_file "$TMP/op.ready" "$OP_PID" "kvmesh-operator"
 OP_URL="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["http"])' "$TMP/op.ready")"
 
@@ -136,12 +83,11 @@ T0=$SECONDS
 # ---- no load yet: the planner holds decode at minReplicas 1 ----
 wait_replicas 1 20
 # ---- load rises: the router (exporter) starts serving 20 req/s and Prometheus scrapes it ----
-start_exporter
-write_prom_config "[\"127.0.0.1:$(cat "$EXP_PORT_FILE")\"]"
-curl -sf -X POST "http://127.0.0.1:$PROM_PORT/-/reload" >/dev/null || fail "prometheus reload"
+start_exporter "$EXPORTER"
+prom_set_target "127.0.0.1:$EXPORTER_PORT"
 wait_replicas 3 25
 # ---- load falls: no router traffic at all ----
-kill "$EXP_PID"; wait "$EXP_PID" 2>/dev/null || true; EXP_PID=""
+prom_stop "$EXPORTER_PID"
 wait_replicas 2 25
 wait_replicas 1 15
 

@@ -11,71 +11,16 @@
 #   4. b stops (killed by pid): spread again reports b unreachable (exit 2), still writes a and c.
 # Servers bind 127.0.0.1 on free ports and are stopped by pid.
 set -euo pipefail
-SRC=${KVMESH_SOURCE_DIR:-$(cd "$(dirname "$0")/.." && pwd)}
-BIN=${KVMESH_BINARY_DIR:-$SRC/build}
-PY=${KVMESH_PYTHON3:-/usr/bin/python3}
-SERVER=$BIN/tests/kube/kvmesh-test-apiserver
+source "$(dirname "$0")/member_clusters_lib.sh"
 TOOL=$BIN/operator/placement/kvmesh-placement
-command -v kubectl >/dev/null || { echo "SKIP: kubectl not installed"; exit 0; }
-[ -x "$SERVER" ] || { echo "FAIL: $SERVER not built"; exit 1; }
-[ -x "$TOOL" ] || { echo "FAIL: $TOOL not built"; exit 1; }
+[ -x "$TOOL" ] || fail "$TOOL not built"
 
-WORK=$(mktemp -d)
-export HOME=$WORK/home
-mkdir -p "$HOME"
-declare -A PID=()
-cleanup() {
-  for name in "${!PID[@]}"; do
-    kill "${PID[$name]}" 2>/dev/null || true
-    wait "${PID[$name]}" 2>/dev/null || true
-  done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*"
-  for n in a b c; do echo "--- server $n log"; tail -5 "$WORK/$n.log" 2>/dev/null || true; done
-  exit 1
-}
-
-for n in a b c; do
-  "$SERVER" --port 0 --ready-file "$WORK/$n.ready" --kubeconfig-out "$WORK/$n.kc" \
-    --controller-interval 50ms >"$WORK/$n.log" 2>&1 &
-  PID[$n]=$!
-done
-for n in a b c; do
-  for _ in $(seq 100); do [ -s "$WORK/$n.ready" ] && break; sleep 0.1; done
-  [ -s "$WORK/$n.ready" ] || fail "server $n did not become ready"
-done
-K() { local n=$1; shift; kubectl --kubeconfig "$WORK/$n.kc" --request-timeout=10s "$@"; }
+start_clusters "--controller-interval 50ms" a b c
 
 echo "== hub (a) holds the members' kubeconfig Secrets"
-for n in a b c; do
-  cat <<YAML
----
-apiVersion: v1
-kind: Secret
-metadata: {name: member-$n, namespace: default}
-type: Opaque
-data:
-  kubeconfig: $(base64 -w0 "$WORK/$n.kc")
-YAML
-done >"$WORK/secrets.yaml"
-K a apply -f "$WORK/secrets.yaml" || fail "apply secrets"
+apply_member_secrets a a b c
 
-cat >"$WORK/graph.yaml" <<'YAML'
-apiVersion: kvmesh.dev/v1alpha1
-kind: InferenceGraph
-metadata: {name: chat, namespace: default}
-spec:
-  prefill: {replicas: 3, gpusPerWorker: 1}
-  decode: {replicas: 3, gpusPerWorker: 1}
-  placement:
-    policy: spread
-    clusters:
-      - {name: a, kubeconfigSecret: member-a, region: us-east, gpuCapacity: 4}
-      - {name: b, kubeconfigSecret: member-b, region: eu-west, gpuCapacity: 4}
-      - {name: c, kubeconfigSecret: member-c, region: ap-south, gpuCapacity: 4}
+{ chat_graph_yaml 4; cat <<'YAML'; } >"$WORK/graph.yaml"
     links:
       - {from: a, to: b, bandwidthGbps: 100, latencyMs: 40}
       - {from: a, to: c, bandwidthGbps: 10, latencyMs: 90}
@@ -168,9 +113,6 @@ PY
 [ "$(count_objects c)" -eq 0 ] || fail "cluster c still has ConfigMaps/Services: $(K c get configmaps,services -l kvmesh.dev/graph=chat -o name)"
 
 echo "== 3. unchanged: zero writes"
-write_requests() {  # write requests clients sent to cluster $1 (the test server's own count)
-  "$PY" -c 'import json,sys,urllib.request; u=json.load(open(sys.argv[1]))["url"]; print(json.load(urllib.request.urlopen(u+"/_test/stats"))["write_requests"])' "$WORK/$1.ready"
-}
 before="$(write_requests a) $(write_requests b) $(write_requests c)"
 "$TOOL" --graph "$WORK/graph.yaml" --policy cache-locality --heat "$WORK/heat.json" \
   --hub-kubeconfig "$WORK/a.kc" >"$WORK/cl2.json" || fail "tool rerun"
@@ -180,7 +122,7 @@ after="$(write_requests a) $(write_requests b) $(write_requests c)"
 [ "$before" = "$after" ] || fail "write requests per cluster went from $before to $after"
 
 echo "== 4. member b unreachable"
-kill "${PID[b]}"; wait "${PID[b]}" 2>/dev/null || true; unset 'PID[b]'
+stop_cluster b
 rc=0
 "$TOOL" --graph "$WORK/graph.yaml" --hub-kubeconfig "$WORK/a.kc" >"$WORK/down.json" || rc=$?
 [ "$rc" -eq 2 ] || fail "tool exit $rc with b down, want 2: $(cat "$WORK/down.json")"

@@ -6,9 +6,14 @@
 #   prom_track PID           stop PID (TERM, then wait) on exit
 #   start_exporter BIN [ARGS...]   start an exporter that writes its port to a file;
 #                            sets EXPORTER_PID and EXPORTER_PORT
-#   start_prometheus TARGET [LABELS_YAML] [JOB]   a real Prometheus scraping TARGET (host:port)
-#                            every 1 s; sets PROM_PID and PROM_PORT (3 attempts on a port race)
-# Env: PROMETHEUS (default /usr/bin/prometheus), KVMESH_PYTHON3. The caller sets `set -euo pipefail`.
+#   prom_stop PID            stop a tracked PID now (TERM, wait) and forget it
+#   start_prometheus [--lifecycle] TARGET [LABELS_YAML] [JOB]   a real Prometheus scraping TARGET
+#                            (host:port; "" = no target yet) every 1 s; sets PROM_PID and PROM_PORT
+#                            (3 attempts on a port race). --lifecycle: --web.enable-lifecycle, so
+#                            prom_set_target can change the target later
+#   prom_set_target TARGET   rewrite the scrape config with TARGET and reload it (POST /-/reload)
+# Env: PROMETHEUS (default /usr/bin/prometheus), KVMESH_PYTHON3. The caller sets `set -euo pipefail`
+# and may define prom_on_fail (more diagnostics when the test fails).
 
 PROMETHEUS="${PROMETHEUS:-/usr/bin/prometheus}"
 PY="${KVMESH_PYTHON3:-/usr/bin/python3}"
@@ -24,6 +29,7 @@ _prom_lib_cleanup() {
   if [[ $rc -ne 0 && -f "$TMP/prometheus.log" ]]; then
     echo "---- prometheus log (tail) ----"; tail -n 30 "$TMP/prometheus.log"
   fi
+  if [[ $rc -ne 0 ]] && declare -F prom_on_fail >/dev/null; then prom_on_fail; fi
   rm -rf "$TMP"
   exit $rc
 }
@@ -31,6 +37,10 @@ trap _prom_lib_cleanup EXIT INT TERM
 
 fail() { echo "FAIL: $*"; exit 1; }
 prom_track() { _PROM_LIB_PIDS="$_PROM_LIB_PIDS $1"; }
+prom_stop() {
+  kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true
+  _PROM_LIB_PIDS="$(echo " $_PROM_LIB_PIDS " | sed "s/ $1 / /")"
+}
 free_port() {
   "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
@@ -38,6 +48,7 @@ free_port() {
 start_exporter() {
   local bin="$1"; shift
   [[ -x "$bin" ]] || fail "not built: $bin"
+  rm -f "$TMP/exporter.port"
   "$bin" --port-file "$TMP/exporter.port" "$@" >"$TMP/exporter.out" 2>"$TMP/exporter.err" &
   EXPORTER_PID=$!
   prom_track "$EXPORTER_PID"
@@ -52,8 +63,9 @@ start_exporter() {
   echo "exporter on 127.0.0.1:$EXPORTER_PORT (pid $EXPORTER_PID)"
 }
 
-start_prometheus() {
-  local target="$1" labels="${2:-}" job="${3:-kvmesh}"
+# Writes $TMP/prometheus.yml: one job scraping TARGET ("" = none) every 1 s, with LABELS.
+_prom_write_config() {
+  local target="$1" labels="$2" job="$3"
   {
     echo "global:"
     echo "  scrape_interval: 1s"
@@ -63,18 +75,26 @@ start_prometheus() {
     echo "    scrape_interval: 1s"
     echo "    scrape_timeout: 1s"
     echo "    static_configs:"
-    echo "      - targets: [\"$target\"]"
+    if [[ -n "$target" ]]; then echo "      - targets: [\"$target\"]"; else echo "      - targets: []"; fi
     if [[ -n "$labels" ]]; then
       echo "        labels:"
       echo "$labels" | sed 's/^/          /'
     fi
   } >"$TMP/prometheus.yml"
+}
+
+start_prometheus() {
+  local lifecycle=()
+  if [[ "${1:-}" == --lifecycle ]]; then lifecycle=(--web.enable-lifecycle); shift; fi
+  local target="$1"
+  _PROM_LABELS="${2:-}" _PROM_JOB="${3:-kvmesh}"
+  _prom_write_config "$target" "$_PROM_LABELS" "$_PROM_JOB"
   PROM_PORT=""
   PROM_PID=""
   local attempt ready _
   for attempt in 1 2 3; do
     PROM_PORT="$(free_port)"
-    "$PROMETHEUS" --config.file="$TMP/prometheus.yml" --storage.tsdb.path="$TMP/tsdb" \
+    "$PROMETHEUS" --config.file="$TMP/prometheus.yml" --storage.tsdb.path="$TMP/tsdb" "${lifecycle[@]}" \
       --web.listen-address="127.0.0.1:$PROM_PORT" --log.level=warn >"$TMP/prometheus.log" 2>&1 &
     PROM_PID=$!
     ready=0
@@ -89,4 +109,10 @@ start_prometheus() {
   done
   [[ -n "$PROM_PID" ]] || fail "prometheus did not start"
   echo "prometheus on 127.0.0.1:$PROM_PORT (pid $PROM_PID)"
+}
+
+# Needs start_prometheus --lifecycle.
+prom_set_target() {
+  _prom_write_config "$1" "$_PROM_LABELS" "$_PROM_JOB"
+  curl -sf -X POST "http://127.0.0.1:$PROM_PORT/-/reload" >/dev/null || fail "prometheus config reload"
 }

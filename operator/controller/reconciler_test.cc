@@ -6,11 +6,10 @@
 
 #include <gtest/gtest.h>
 
-#include <cstdlib>
 #include <thread>
 
 #include "common/http_client.h"
-#include "operator/controller/reconciler_test_server.h"
+#include "operator/controller/graph_cluster_testutil.h"
 #include "operator/kube/informer.h"
 
 namespace kvmesh::controller {
@@ -18,11 +17,6 @@ namespace {
 
 using json = nlohmann::json;
 using std::chrono::milliseconds;
-
-std::string SourceDir() {
-  const char* d = std::getenv("KVMESH_SOURCE_DIR");
-  return d != nullptr ? d : ".";
-}
 
 bool WaitFor(const std::function<bool()>& pred, milliseconds timeout = milliseconds(10000)) {
   auto end = std::chrono::steady_clock::now() + timeout;
@@ -33,26 +27,13 @@ bool WaitFor(const std::function<bool()>& pred, milliseconds timeout = milliseco
   return pred();
 }
 
-class ReconcilerTest : public ::testing::Test {
+class ReconcilerTest : public testing::GraphClusterTest {
  protected:
+  ReconcilerTest() : GraphClusterTest(/*client_max_retries=*/2) {}
+
   void SetUp() override {
-    auto c = testing::TestCluster::Start();
-    ASSERT_TRUE(c.ok()) << c.status().ToString();
-    cluster_ = std::move(*c);
-    kube::KubeConfig config;
-    config.server = cluster_->url();
-    kube::KubeClientOptions o;
-    o.timeout = milliseconds(5000);
-    o.initial_backoff = milliseconds(5);
-    o.max_backoff = milliseconds(20);
-    o.max_retries = 2;
-    auto kc = kube::CreateKubeClient(config, o);
-    ASSERT_TRUE(kc.ok()) << kc.status().ToString();
-    client_ = std::move(*kc);
-    auto crd = testing::YamlFileToJson(SourceDir() + "/crds/inferencegraph.yaml");
-    ASSERT_TRUE(crd.ok()) << crd.status().ToString();
-    auto created = client_->Create({"apiextensions.k8s.io", "v1", "customresourcedefinitions", false}, "", *crd);
-    ASSERT_TRUE(created.ok()) << created.status().ToString();
+    GraphClusterTest::SetUp();
+    if (HasFatalFailure()) return;
     ReconcilerOptions ro;
     ro.clock = [this] { return now_; };
     ro.drain_poll = milliseconds(20);
@@ -145,8 +126,6 @@ class ReconcilerTest : public ::testing::Test {
     return last;
   }
 
-  std::unique_ptr<testing::TestCluster> cluster_;
-  std::unique_ptr<kube::KubeClient> client_;
   std::unique_ptr<Reconciler> reconciler_;
   SystemTime now_ = *ParseRfc3339("2026-11-30T06:00:00Z");
   int next_ip_ = 0;
@@ -304,7 +283,7 @@ TEST_F(ReconcilerTest, StatusConflictIsRetried) {
   ASSERT_TRUE(Reconcile("g4").ok);
   // A 409 on the next status write (as if another writer got there first).
   http::HttpClient http;
-  auto k = http.Post(cluster_->url() + "/_test/fail-next?status=409&method=PUT&path=/apis/kvmesh.dev/v1alpha1/namespaces/default/inferencegraphs/g4/status", "");
+  auto k = http.Post(server_->url() + "/_test/fail-next?status=409&method=PUT&path=/apis/kvmesh.dev/v1alpha1/namespaces/default/inferencegraphs/g4/status", "");
   ASSERT_TRUE(k.ok() && k->status == 200) << (k.ok() ? k->body : k.status().ToString());
   WaitFor([&] { return PodsMatchReplicas("g4", 3); });
   MarkPodsReady("g4");

@@ -5,14 +5,9 @@
 
 #include <gtest/gtest.h>
 
-#include <filesystem>
-#include <fstream>
-#include <sstream>
-
 #include "common/http_client.h"
 #include "common/http_server.h"
-#include "tests/kube/kube_util.h"
-#include "tests/kube/test_apiserver.h"
+#include "operator/placement/member_clusters_testutil.h"
 
 namespace kvmesh::placement {
 namespace {
@@ -20,59 +15,9 @@ namespace {
 using json = nlohmann::json;
 using std::chrono::seconds;
 
-std::string Base64(const std::string& in) {
-  static const char* kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  size_t i = 0;
-  for (; i + 2 < in.size(); i += 3) {
-    uint32_t v = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8) | uint8_t(in[i + 2]);
-    for (int k = 3; k >= 0; --k) out.push_back(kAlphabet[(v >> (6 * k)) & 63]);
-  }
-  if (i < in.size()) {
-    uint32_t v = uint8_t(in[i]) << 16;
-    if (i + 1 < in.size()) v |= uint8_t(in[i + 1]) << 8;
-    out.push_back(kAlphabet[(v >> 18) & 63]);
-    out.push_back(kAlphabet[(v >> 12) & 63]);
-    out.push_back(i + 1 < in.size() ? kAlphabet[(v >> 6) & 63] : '=');
-    out.push_back('=');
-  }
-  return out;
-}
-
-std::string SourceDir() {
-  const char* s = std::getenv("KVMESH_SOURCE_DIR");
-  return s != nullptr ? s : ".";
-}
-
-kube::KubeClientOptions FastOptions() {
-  kube::KubeClientOptions o;
-  o.max_retries = 1;
-  o.initial_backoff = std::chrono::milliseconds(10);
-  o.timeout = std::chrono::milliseconds(2000);
-  return o;
-}
-
-struct Server {
-  std::unique_ptr<testapi::TestApiServer> server;
-  std::unique_ptr<kube::KubeClient> client;
-};
-
-Server StartServer(uint32_t port = 0) {
-  testapi::TestApiServerConfig config;
-  config.controllers = false;
-  config.port = port;
-  auto s = testapi::TestApiServer::Start(config);
-  EXPECT_TRUE(s.ok()) << s.status().ToString();
-  Server m;
-  if (!s.ok()) return m;
-  m.server = std::move(*s);
-  kube::KubeConfig kc;
-  kc.server = m.server->url();
-  auto c = kube::CreateKubeClient(kc, FastOptions());
-  EXPECT_TRUE(c.ok()) << c.status().ToString();
-  m.client = std::move(*c);
-  return m;
-}
+using testing::LiveReplicas;
+using testing::StartMember;
+using testing::TestCluster;
 
 // A member cluster's kvmesh-router as the hub sees it: /metrics in Prometheus text (rendered by a
 // MetricsRegistry with the router's families) and /v1/kv/inventory.
@@ -139,37 +84,22 @@ uint64_t WriteRequests(const testapi::TestApiServer& s) {
   return json::parse(r->body).value("write_requests", uint64_t{0});
 }
 
-int32_t LiveReplicas(kube::KubeClient& c, const std::string& name) {
-  auto d = c.Get(kube::Deployments(), "default", name);
-  if (!d.ok()) return -1;
-  return (*d)["spec"].value("replicas", -1);
-}
-
 class HubControllerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    hub_ = StartServer();
+    hub_ = StartMember();
     ASSERT_TRUE(hub_.client);
-    std::ifstream in(SourceDir() + "/crds/inferencegraph.yaml");
-    ASSERT_TRUE(in) << "KVMESH_SOURCE_DIR/crds/inferencegraph.yaml";
-    std::stringstream ss;
-    ss << in.rdbuf();
-    auto crd = testapi::YamlToJson(ss.str());
-    ASSERT_TRUE(crd.ok());
-    ASSERT_TRUE(hub_.client->Create({"apiextensions.k8s.io", "v1", "customresourcedefinitions", false}, "", crd.value()).ok());
+    Status crd = controller::testing::InstallInferenceGraphCrd(*hub_.client);
+    ASSERT_TRUE(crd.ok()) << crd.ToString();
     for (const std::string name : {"a", "b"}) AddMember(name);
   }
 
   void AddMember(const std::string& name, uint32_t port = 0) {
-    members_[name] = StartServer(port);
-    const std::string path = ::testing::TempDir() + "/hub_kc_" + name + "_" + std::to_string(::getpid());
-    ASSERT_TRUE(members_[name].server->WriteKubeconfig(path).ok());
-    std::ifstream in(path);
-    std::stringstream text;
-    text << in.rdbuf();
-    std::filesystem::remove(path);
-    json secret = {{"apiVersion", "v1"}, {"kind", "Secret"}, {"metadata", {{"name", "member-" + name}}},
-                   {"data", {{"kubeconfig", Base64(text.str())}}}};
+    members_[name] = StartMember("", port);
+    ASSERT_TRUE(members_[name].server);
+    auto kubeconfig = testing::KubeconfigOf(*members_[name].server);
+    ASSERT_TRUE(kubeconfig.ok()) << kubeconfig.status().ToString();
+    const json secret = testing::Secret("member-" + name, "kubeconfig", *kubeconfig);
     auto existing = hub_.client->Get(kube::Secrets(), "default", "member-" + name);
     if (existing.ok()) {
       ASSERT_TRUE(hub_.client->Delete(kube::Secrets(), "default", "member-" + name).ok());
@@ -222,8 +152,8 @@ class HubControllerTest : public ::testing::Test {
     return json();
   }
 
-  Server hub_;
-  std::map<std::string, Server> members_;
+  TestCluster hub_;
+  std::map<std::string, TestCluster> members_;
   kube::FakeClock clock_;
   MetricsRegistry metrics_;
 };

@@ -4,65 +4,16 @@
 
 #include <gtest/gtest.h>
 
-#include <filesystem>
-#include <fstream>
-#include <sstream>
-
-#include "tests/kube/test_apiserver.h"
+#include "operator/placement/member_clusters_testutil.h"
 
 namespace kvmesh::placement {
 namespace {
 
 using json = nlohmann::json;
 
-std::string Base64(const std::string& in) {
-  static const char* kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  size_t i = 0;
-  for (; i + 2 < in.size(); i += 3) {
-    uint32_t v = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8) | uint8_t(in[i + 2]);
-    for (int k = 3; k >= 0; --k) out.push_back(kAlphabet[(v >> (6 * k)) & 63]);
-  }
-  if (i < in.size()) {
-    uint32_t v = uint8_t(in[i]) << 16;
-    if (i + 1 < in.size()) v |= uint8_t(in[i + 1]) << 8;
-    out.push_back(kAlphabet[(v >> 18) & 63]);
-    out.push_back(kAlphabet[(v >> 12) & 63]);
-    out.push_back(i + 1 < in.size() ? kAlphabet[(v >> 6) & 63] : '=');
-    out.push_back('=');
-  }
-  return out;
-}
-
-kube::KubeClientOptions FastOptions() {
-  kube::KubeClientOptions o;
-  o.max_retries = 1;
-  o.initial_backoff = std::chrono::milliseconds(10);
-  o.timeout = std::chrono::milliseconds(2000);
-  return o;
-}
-
-struct Member {
-  std::unique_ptr<testapi::TestApiServer> server;
-  std::unique_ptr<kube::KubeClient> client;
-};
-
-Member StartMember(const std::string& token = "") {
-  testapi::TestApiServerConfig config;
-  config.controllers = false;
-  config.token = token;
-  auto s = testapi::TestApiServer::Start(config);
-  EXPECT_TRUE(s.ok()) << s.status().ToString();
-  Member m;
-  m.server = std::move(*s);
-  kube::KubeConfig kc;
-  kc.server = m.server->url();
-  kc.token = token;
-  auto c = kube::CreateKubeClient(kc, FastOptions());
-  EXPECT_TRUE(c.ok()) << c.status().ToString();
-  m.client = std::move(*c);
-  return m;
-}
+using testing::LiveReplicas;
+using testing::StartMember;
+using Member = testing::TestCluster;
 
 controller::OwnedGraph Graph(const std::string& policy) {
   auto g = graph::ParseInferenceGraphYaml(R"(apiVersion: kvmesh.dev/v1alpha1
@@ -132,12 +83,6 @@ TEST(MemberClustersTest, MemberObjectsHaveTheSharesReplicasNoOwnerAndFabricAffin
   EXPECT_EQ(req[0]["topologyKey"], "example.com/nvlink-domain");
 
   EXPECT_TRUE(BuildMemberDesired(g, ClusterShare{"c", 0, 0, 0, 4}, {}, {}, {}).empty());
-}
-
-int32_t LiveReplicas(kube::KubeClient& c, const std::string& name) {
-  auto d = c.Get(kube::Deployments(), "default", name);
-  if (!d.ok()) return -1;
-  return (*d)["spec"].value("replicas", -1);
 }
 
 size_t CountGraphObjects(kube::KubeClient& c) {
@@ -235,23 +180,14 @@ TEST(MemberClustersTest, UnreachableMemberIsReportedAndTheOthersStillSync) {
 TEST(MemberClustersTest, MembersAreReachedThroughKubeconfigSecretsOnTheHub) {
   Member hub = StartMember();
   Member secure = StartMember("s3cret-token");
-  const std::string dir = ::testing::TempDir() + "/member_kc_" + std::to_string(::getpid());
-  std::filesystem::create_directories(dir);
-  ASSERT_TRUE(secure.server->WriteKubeconfig(dir + "/kc").ok());
-  std::ifstream in(dir + "/kc");
-  std::stringstream text;
-  text << in.rdbuf();
-  std::filesystem::remove_all(dir);
+  auto kubeconfig = testing::KubeconfigOf(*secure.server);
+  ASSERT_TRUE(kubeconfig.ok()) << kubeconfig.status().ToString();
 
-  json secret = {{"apiVersion", "v1"}, {"kind", "Secret"}, {"metadata", {{"name", "member-b"}}},
-                 {"data", {{"kubeconfig", Base64(text.str())}}}};
-  ASSERT_TRUE(hub.client->Create(kube::Secrets(), "default", secret).ok());
-  json capi = {{"apiVersion", "v1"}, {"kind", "Secret"}, {"metadata", {{"name", "member-a"}}},
-               {"data", {{"value", Base64(text.str())}}}};
-  ASSERT_TRUE(hub.client->Create(kube::Secrets(), "default", capi).ok());
-  json empty = {{"apiVersion", "v1"}, {"kind", "Secret"}, {"metadata", {{"name", "member-c"}}},
-                {"data", {{"other", Base64("x")}}}};
-  ASSERT_TRUE(hub.client->Create(kube::Secrets(), "default", empty).ok());
+  for (const json& secret : {testing::Secret("member-b", "kubeconfig", *kubeconfig),
+                             testing::Secret("member-a", "value", *kubeconfig),  // Cluster API's key
+                             testing::Secret("member-c", "other", "x")}) {
+    ASSERT_TRUE(hub.client->Create(kube::Secrets(), "default", secret).ok()) << secret.dump();
+  }
 
   auto kc = MemberKubeConfigFromSecret(*hub.client, "default", "member-b");
   ASSERT_TRUE(kc.ok()) << kc.status().ToString();
@@ -259,7 +195,7 @@ TEST(MemberClustersTest, MembersAreReachedThroughKubeconfigSecretsOnTheHub) {
   EXPECT_EQ(kc->token, "s3cret-token");
 
   controller::OwnedGraph g = Graph("spread");
-  MemberClients clients = ConnectMembers(*hub.client, g.graph, FastOptions());
+  MemberClients clients = ConnectMembers(*hub.client, g.graph, testing::FastOptions());
   EXPECT_EQ(clients.clients.size(), 2u);
   ASSERT_EQ(clients.errors.count("c"), 1u);
   EXPECT_NE(clients.errors["c"].find("no data key kubeconfig"), std::string::npos) << clients.errors["c"];

@@ -7,23 +7,17 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <cstdlib>
 #include <mutex>
 
 #include "common/http_server.h"
 #include "operator/controller/reconciler.h"
-#include "operator/controller/reconciler_test_server.h"
+#include "operator/controller/graph_cluster_testutil.h"
 
 namespace kvmesh::planner {
 namespace {
 
 using json = nlohmann::json;
 using std::chrono::milliseconds;
-
-std::string SourceDir() {
-  const char* d = std::getenv("KVMESH_SOURCE_DIR");
-  return d != nullptr ? d : ".";
-}
 
 // One replica: prefill 1000 prompt tok/s at TTFT 0.1 s; decode 10 tok/s within ITL 0.2 s.
 std::shared_ptr<const PerfProfile> Profile() {
@@ -68,25 +62,13 @@ class FakeRouter {
   int64_t requests_ = 0;
 };
 
-class PlannerLoopTest : public ::testing::Test {
+class PlannerLoopTest : public controller::testing::GraphClusterTest {
  protected:
+  PlannerLoopTest() : GraphClusterTest(/*client_max_retries=*/1) {}
+
   void SetUp() override {
-    auto c = controller::testing::TestCluster::Start();
-    ASSERT_TRUE(c.ok()) << c.status().ToString();
-    cluster_ = std::move(*c);
-    kube::KubeConfig config;
-    config.server = cluster_->url();
-    kube::KubeClientOptions o;
-    o.timeout = milliseconds(5000);
-    o.initial_backoff = milliseconds(5);
-    o.max_backoff = milliseconds(20);
-    o.max_retries = 1;
-    auto kc = kube::CreateKubeClient(config, o);
-    ASSERT_TRUE(kc.ok()) << kc.status().ToString();
-    client_ = std::move(*kc);
-    auto crd = controller::testing::YamlFileToJson(SourceDir() + "/crds/inferencegraph.yaml");
-    ASSERT_TRUE(crd.ok()) << crd.status().ToString();
-    ASSERT_TRUE(client_->Create({"apiextensions.k8s.io", "v1", "customresourcedefinitions", false}, "", *crd).ok());
+    GraphClusterTest::SetUp();
+    if (HasFatalFailure()) return;
     ASSERT_TRUE(router_.Start().ok());
   }
   void TearDown() override { router_.Stop(); }
@@ -142,8 +124,6 @@ class PlannerLoopTest : public ::testing::Test {
     return loop.Step(Graphs());
   }
 
-  std::unique_ptr<controller::testing::TestCluster> cluster_;
-  std::unique_ptr<kube::KubeClient> client_;
   FakeRouter router_;
   std::atomic<double> now_s_{1000};
 };
