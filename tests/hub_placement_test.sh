@@ -9,7 +9,11 @@
 #   2. sees no write request reach any member over several passes of the unchanged world;
 #   3. scales the graph to 6 decode replicas: the loop writes the new shares on the graph change;
 #   4. member c is killed (by pid): status says c unreachable while its share is held, then, after
-#      the grace period, c unhealthy with a share of 0 and a + b running all the replicas.
+#      the grace period, c unhealthy with a share of 0 and a + b running all the replicas;
+#   5. deletes the graph: a and b lose the hub's objects at once; c, unreachable for longer than the
+#      grace period already, is given up (kvmesh_hub_members_abandoned_total) and the finalizer
+#      kvmesh.dev/hub-members goes, so the graph is gone. (The unit tests cover a member that
+#      holds the finalizer inside its grace period.)
 # Servers bind 127.0.0.1 on free ports and are stopped by pid.
 set -euo pipefail
 source "$(dirname "$0")/member_clusters_lib.sh"
@@ -105,4 +109,21 @@ for s in sys.argv[1:]:
         tot[k] = tot.get(k, 0) + int(v)
 assert tot.get("chat-decode") == 6 and tot.get("chat-prefill") == 3, tot
 PY
+
+echo "== 5. kubectl delete: a and b are cleaned at once; c, unreachable past its grace period, is given up"
+K hub get inferencegraph chat -o jsonpath='{.metadata.finalizers}' | grep -q 'kvmesh.dev/hub-members' \
+  || fail "the graph lacks the hub finalizer"
+K hub delete inferencegraph chat --wait=false >/dev/null || fail "delete graph"
+deleted_at=$SECONDS
+no_hub_objects() {
+  [ -z "$(K "$1" get deploy,svc,cm -l kvmesh.dev/member-cluster -o name)" ]
+}
+wait_for 10 "a and b without the graph's objects" eval 'no_hub_objects a && no_hub_objects b'
+graph_gone() { ! K hub get inferencegraph chat >/dev/null 2>&1; }
+wait_for 15 "the graph gone once c is given up" graph_gone
+echo "graph gone $((SECONDS - deleted_at))s after the delete"
+port=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["port"])' "$WORK/operator.ready")
+metrics=$(curl -fsS "http://127.0.0.1:$port/metrics") || fail "operator /metrics"
+grep -q 'kvmesh_hub_members_abandoned_total{cluster="c"} 1' <<<"$metrics" \
+  || fail "operator /metrics lacks kvmesh_hub_members_abandoned_total{cluster=\"c\"} 1"
 echo "PASS"

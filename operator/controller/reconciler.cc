@@ -7,6 +7,7 @@
 
 #include "common/log.h"
 #include "operator/controller/diff.h"
+#include "operator/controller/finalizer.h"
 
 namespace kvmesh::controller {
 namespace {
@@ -38,11 +39,6 @@ bool ControlledBy(const json& child, const GraphMeta& meta) {
     }
   }
   return false;
-}
-
-bool BeingDeleted(const json& object) {
-  return object.contains("metadata") && object["metadata"].contains("deletionTimestamp") &&
-         !object["metadata"]["deletionTimestamp"].is_null();
 }
 
 bool HasFinalizer(const GraphMeta& meta) {
@@ -443,30 +439,11 @@ ReconcileResult Reconciler::Finalize(json object, const GraphMeta& meta) {
 }
 
 StatusOr<json> Reconciler::UpdateFinalizers(json object, bool add) {
-  for (int attempt = 0;; ++attempt) {
-    json& md = object["metadata"];
-    json fins = md.contains("finalizers") && md["finalizers"].is_array() ? md["finalizers"] : json::array();
-    auto it = std::find(fins.begin(), fins.end(), json(kFinalizer));
-    if (add == (it != fins.end())) return object;  // already as wanted
-    if (add) {
-      fins.push_back(kFinalizer);
-    } else {
-      fins.erase(it);
-    }
-    md["finalizers"] = fins;
-    auto r = client_.Update(kube::InferenceGraphs(), object);
-    if (r.ok()) {
-      counters_.finalizer_updates++;
-      return r;
-    }
-    if (!kube::IsConflict(r.status()) || attempt >= 1) return r.status();
-    counters_.conflicts++;
-    auto fresh = client_.Get(kube::InferenceGraphs(), Str(object, {"metadata", "namespace"}),
-                             Str(object, {"metadata", "name"}));
-    if (!fresh.ok()) return fresh.status();
-    object = std::move(*fresh);
-    if (add && BeingDeleted(object)) return object;  // no new finalizers once deletion started
-  }
+  auto r = UpdateFinalizer(client_, kube::InferenceGraphs(), std::move(object), kFinalizer, add);
+  if (!r.ok()) return r.status();
+  counters_.conflicts += r->conflicts;
+  if (r->written) counters_.finalizer_updates++;
+  return std::move(r->object);
 }
 
 Status Reconciler::WriteStatus(json object, json status) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "common/log.h"
+#include "operator/controller/finalizer.h"
 #include "operator/controller/status.h"
 
 namespace kvmesh::placement {
@@ -26,6 +27,43 @@ bool IsMultiCluster(const json& obj) {
   if (p == spec.end() || !p->is_object()) return false;
   auto c = p->find("clusters");
   return c != p->end() && c->is_array() && !c->empty();
+}
+
+// name -> kubeconfigSecret of the members listed in status.clusters: the hub's record of where it
+// placed the graph, which outlives the spec entry.
+std::map<std::string, std::string> RecordedClusters(const json& obj) {
+  std::map<std::string, std::string> out;
+  auto status = obj.find("status");
+  if (status == obj.end() || !status->is_object()) return out;
+  auto clusters = status->find("clusters");
+  if (clusters == status->end() || !clusters->is_array()) return out;
+  for (const json& e : *clusters) {
+    if (!e.is_object()) continue;
+    auto name = e.find("name");
+    auto secret = e.find("kubeconfigSecret");
+    if (name == e.end() || !name->is_string() || secret == e.end() || !secret->is_string()) continue;
+    if (!name->get<std::string>().empty() && !secret->get<std::string>().empty()) out[*name] = *secret;
+  }
+  return out;
+}
+
+bool Clean(const MemberStatus& m) { return m.reachable && m.error.empty(); }
+
+// Members whose client could not be made (Secret missing or bad) and that SyncMembers therefore
+// did not visit: they count as unreachable.
+void AddUnconnected(const MemberClients& clients, std::vector<MemberStatus>& members) {
+  for (const auto& [cluster, error] : clients.errors) {
+    auto seen = std::find_if(members.begin(), members.end(), [&](const MemberStatus& m) { return m.cluster == cluster; });
+    if (seen != members.end()) {
+      seen->error = error;
+      continue;
+    }
+    MemberStatus m;
+    m.cluster = cluster;
+    m.reachable = false;
+    m.error = error;
+    members.push_back(std::move(m));
+  }
 }
 
 }  // namespace
@@ -68,6 +106,11 @@ HubController::HubController(kube::KubeClient* hub, HubControllerOptions options
   if (passes.ok()) passes_total_ = *passes;
   if (healthy.ok()) healthy_ = *healthy;
   if (share.ok()) share_ = *share;
+  auto abandoned = r.AddCounter("kvmesh_hub_members_abandoned_total",
+                                "Member clusters the hub stopped cleaning after --hub.unhealthy-after (graph deleted, or "
+                                "the cluster dropped from its spec): their kvmesh objects stay there",
+                                {"cluster"});
+  if (abandoned.ok()) abandoned_total_ = *abandoned;
 }
 
 HubController::~HubController() { Stop(); }
@@ -78,7 +121,10 @@ SteadyTime HubController::Now() const {
 
 StatusOr<HubPassResult> HubController::SyncGraph(const json& graph_object) {
   HubPassResult result;
-  if (!IsMultiCluster(graph_object)) {
+  const bool multi = IsMultiCluster(graph_object);
+  const bool ours = controller::HasFinalizer(graph_object, kHubFinalizer);
+  const bool deleting = controller::BeingDeleted(graph_object);
+  if (!ours && (!multi || deleting)) {
     result.skipped = true;
     return result;
   }
@@ -105,15 +151,37 @@ StatusOr<HubPassResult> HubController::SyncGraph(const json& graph_object) {
   co.max_retries = 1;
   co.initial_backoff = std::chrono::milliseconds(20);
   co.user_agent = "kvmesh-hub";
-  MemberClients clients = ConnectMembers(*hub_, og.graph, co);
+  // The spec's members, and those status.clusters records that the spec dropped since: they still
+  // hold what the hub put there.
   std::set<std::string> spec_clusters;
-  for (const auto& c : og.graph.spec.placement.clusters) spec_clusters.insert(c.name);
+  std::map<std::string, std::string> secret_of;
+  for (const auto& c : og.graph.spec.placement.clusters) {
+    spec_clusters.insert(c.name);
+    secret_of[c.name] = c.kubeconfig_secret;
+  }
+  graph::InferenceGraph targets = og.graph;
+  for (const auto& [name, secret] : RecordedClusters(graph_object)) {
+    if (!secret_of.emplace(name, secret).second) continue;
+    targets.spec.placement.clusters.push_back(graph::ClusterSpec{name, secret, "", 0});
+  }
+  MemberClients clients = ConnectMembers(*hub_, targets, co);
   for (auto it = st.unreachable_since.begin(); it != st.unreachable_since.end();) {
-    if (spec_clusters.count(it->first) == 0) {
+    if (secret_of.count(it->first) == 0) {
       st.unreachable_since_text.erase(it->first);
       it = st.unreachable_since.erase(it);
     } else {
       ++it;
+    }
+  }
+
+  if (deleting || !multi) return CleanUp(graph_object, og, clients, secret_of, st, std::move(result));
+  if (!ours) {
+    // Before the first member write, so that nothing the hub creates can outlive the graph.
+    auto added = controller::UpdateFinalizer(*hub_, kube::InferenceGraphs(), graph_object, kHubFinalizer, true);
+    if (!added.ok()) {
+      if (passes_total_ != nullptr) passes_total_->WithLabels({"error"}).Inc();
+      return Status(added.status().code(), "add finalizer " + std::string(kHubFinalizer) + " to " + key + ": " +
+                                               added.status().message());
     }
   }
 
@@ -160,8 +228,9 @@ StatusOr<HubPassResult> HubController::SyncGraph(const json& graph_object) {
     if (!placed.ok()) return placed.status();
     result.placement = std::move(*placed);
     result.members = SyncMembers(og, result.placement, clients.Pointers(), options_.settings, wo);
+    AddUnconnected(clients, result.members);
     for (MemberStatus& m : result.members) {
-      if (auto e = clients.errors.find(m.cluster); e != clients.errors.end()) m.error = e->second;
+      if (spec_clusters.count(m.cluster) == 0) continue;  // dropped from the spec: below
       if (!m.reachable) {
         if (st.unreachable_since.emplace(m.cluster, now).second) {
           st.unreachable_since_text[m.cluster] = controller::FormatRfc3339(std::chrono::system_clock::now());
@@ -190,12 +259,30 @@ StatusOr<HubPassResult> HubController::SyncGraph(const json& graph_object) {
     return ps;
   }
 
+  // Members dropped from the spec: cleaned (forgotten), still failing (kept, retried), or given up.
+  std::vector<MemberStatus> dropped;
+  for (const MemberStatus& m : result.members) {
+    if (spec_clusters.count(m.cluster) == 0) dropped.push_back(m);
+  }
+  TrackFailures(st, key, dropped, now, result);
+  auto listed = [&](const MemberStatus& m) {
+    if (spec_clusters.count(m.cluster) != 0) return true;
+    return !Clean(m) && std::find(result.abandoned.begin(), result.abandoned.end(), m.cluster) == result.abandoned.end();
+  };
+
   // 5. status.clusters.
   std::map<std::string, const Cluster*> spec_of;
   for (const Cluster& c : input.clusters) spec_of[c.name] = &c;
   json clusters = json::array();
   for (const MemberStatus& m : result.members) {
+    CountSync(m);
+    if (healthy_ != nullptr && spec_of.count(m.cluster) != 0) {
+      healthy_->WithLabels({key, m.cluster}).Set(spec_of[m.cluster]->healthy ? 1 : 0);
+    }
+    SetShare(key, m);
+    if (!listed(m)) continue;
     json e = {{"name", m.cluster},
+              {"kubeconfigSecret", secret_of[m.cluster]},
               {"prefill", {{"replicas", m.prefill_replicas}}},
               {"decode", {{"replicas", m.decode_replicas}}},
               {"reachable", m.reachable},
@@ -213,33 +300,120 @@ StatusOr<HubPassResult> HubController::SyncGraph(const json& graph_object) {
     auto h = result.heat.find(m.cluster);
     e["heat"] = HeatStateName(h == result.heat.end() ? HeatState::kNone : h->second.state);
     clusters.push_back(std::move(e));
-
-    if (sync_total_ != nullptr) {
-      const char* r = !m.reachable ? "unreachable" : m.error.empty() ? "ok" : "error";
-      sync_total_->WithLabels({m.cluster, r}).Inc();
-    }
-    if (healthy_ != nullptr && spec_of.count(m.cluster) != 0) {
-      healthy_->WithLabels({key, m.cluster}).Set(spec_of[m.cluster]->healthy ? 1 : 0);
-    }
-    if (share_ != nullptr) {
-      share_->WithLabels({key, m.cluster, "prefill"}).Set(m.prefill_replicas);
-      share_->WithLabels({key, m.cluster, "decode"}).Set(m.decode_replicas);
-    }
   }
+  KVMESH_RETURN_IF_ERROR(WriteStatusClusters(graph_object, key, clusters, result));
+  if (passes_total_ != nullptr) passes_total_->WithLabels({"ok"}).Inc();
+  return result;
+}
+
+void HubController::CountSync(const MemberStatus& m) {
+  if (sync_total_ == nullptr) return;
+  const char* r = !m.reachable ? "unreachable" : m.error.empty() ? "ok" : "error";
+  sync_total_->WithLabels({m.cluster, r}).Inc();
+}
+
+void HubController::SetShare(const std::string& key, const MemberStatus& m) {
+  if (share_ == nullptr) return;
+  share_->WithLabels({key, m.cluster, "prefill"}).Set(m.prefill_replicas);
+  share_->WithLabels({key, m.cluster, "decode"}).Set(m.decode_replicas);
+}
+
+Status HubController::WriteStatusClusters(const json& graph_object, const std::string& key, const json& clusters,
+                                          HubPassResult& result) {
   result.status_clusters = clusters;
   const json& status = graph_object.value("status", json::object());
   const json previous = status.is_object() && status.contains("clusters") ? status["clusters"] : json();
-  if (previous != clusters) {
-    json patch = {{"status", {{"clusters", clusters}}}};
-    kube::PatchOptions po;
-    po.status = true;
-    auto w = hub_->Patch(kube::InferenceGraphs(), og.meta.namespace_, og.meta.name, kube::PatchType::kMerge, patch, po);
-    if (!w.ok() && !kube::IsNotFound(w.status())) {
-      if (passes_total_ != nullptr) passes_total_->WithLabels({"error"}).Inc();
-      return Status(w.status().code(), "write status.clusters of " + key + ": " + w.status().message());
-    }
-    result.status_written = w.ok();
+  // null (absent) and [] are the same to a reader; clean-up of a graph that never had members
+  // writes nothing.
+  const bool empty_now = clusters.is_null() || (clusters.is_array() && clusters.empty());
+  if (previous == clusters || (empty_now && previous.is_null())) return Status::Ok();
+  json patch = {{"status", {{"clusters", clusters}}}};
+  kube::PatchOptions po;
+  po.status = true;
+  const json& md = graph_object.value("metadata", json::object());
+  auto w = hub_->Patch(kube::InferenceGraphs(), md.value("namespace", ""), md.value("name", ""), kube::PatchType::kMerge,
+                       patch, po);
+  if (!w.ok() && !kube::IsNotFound(w.status())) {
+    if (passes_total_ != nullptr) passes_total_->WithLabels({"error"}).Inc();
+    return Status(w.status().code(), "write status.clusters of " + key + ": " + w.status().message());
   }
+  result.status_written = w.ok();
+  return Status::Ok();
+}
+
+bool HubController::TrackFailures(GraphState& st, const std::string& key, const std::vector<MemberStatus>& members,
+                                  SteadyTime now, HubPassResult& result) {
+  bool pending = false;
+  for (const MemberStatus& m : members) {
+    if (Clean(m)) {
+      st.unreachable_since.erase(m.cluster);
+      st.unreachable_since_text.erase(m.cluster);
+      continue;
+    }
+    if (st.unreachable_since.emplace(m.cluster, now).second) {
+      st.unreachable_since_text[m.cluster] = controller::FormatRfc3339(std::chrono::system_clock::now());
+    }
+    if (now - st.unreachable_since[m.cluster] < options_.config.unhealthy_after) {
+      pending = true;
+      continue;
+    }
+    KVMESH_LOG_WARN(kComponent, "giving up cleaning a member: its kvmesh objects stay there", {"graph", key},
+                    {"cluster", m.cluster}, {"error", m.error});
+    if (abandoned_total_ != nullptr) abandoned_total_->WithLabels({m.cluster}).Inc();
+    result.abandoned.push_back(m.cluster);
+    st.unreachable_since.erase(m.cluster);
+    st.unreachable_since_text.erase(m.cluster);
+  }
+  return pending;
+}
+
+StatusOr<HubPassResult> HubController::CleanUp(const json& graph_object, const controller::OwnedGraph& og,
+                                               const MemberClients& clients,
+                                               const std::map<std::string, std::string>& secret_of, GraphState& st,
+                                               HubPassResult result) {
+  const std::string key = og.meta.namespace_ + "/" + og.meta.name;
+  result.cleanup = true;
+  // An empty placement: every member loses the objects the hub wrote for this graph.
+  result.members = SyncMembers(og, PlacementResult{}, clients.Pointers(), options_.settings, MemberWriterOptions{});
+  AddUnconnected(clients, result.members);
+  const bool pending = TrackFailures(st, key, result.members, Now(), result);
+  json clusters = json::array();  // the members still to clean
+  for (const MemberStatus& m : result.members) {
+    CountSync(m);
+    SetShare(key, m);
+    if (Clean(m) || std::find(result.abandoned.begin(), result.abandoned.end(), m.cluster) != result.abandoned.end()) {
+      continue;
+    }
+    auto secret = secret_of.find(m.cluster);
+    json e = {{"name", m.cluster},
+              {"kubeconfigSecret", secret != secret_of.end() ? secret->second : ""},
+              {"prefill", {{"replicas", 0}}},
+              {"decode", {{"replicas", 0}}},
+              {"reachable", m.reachable},
+              {"deleted", m.deleted}};
+    if (!m.error.empty()) e["error"] = m.error;
+    if (auto u = st.unreachable_since_text.find(m.cluster); u != st.unreachable_since_text.end()) {
+      e["unreachableSince"] = u->second;
+    }
+    clusters.push_back(std::move(e));
+  }
+  if (pending) {
+    KVMESH_RETURN_IF_ERROR(WriteStatusClusters(graph_object, key, clusters, result));
+    if (passes_total_ != nullptr) passes_total_->WithLabels({"ok"}).Inc();
+    return result;  // the finalizer holds; the next pass retries
+  }
+  // Done: drop status.clusters of a graph that lives on, then the finalizer.
+  KVMESH_RETURN_IF_ERROR(WriteStatusClusters(graph_object, key, json(), result));
+  auto removed = controller::UpdateFinalizer(*hub_, kube::InferenceGraphs(), graph_object, kHubFinalizer, false);
+  if (!removed.ok() && !kube::IsNotFound(removed.status())) {
+    if (passes_total_ != nullptr) passes_total_->WithLabels({"error"}).Inc();
+    return Status(removed.status().code(), "remove finalizer " + std::string(kHubFinalizer) + " from " + key + ": " +
+                                               removed.status().message());
+  }
+  result.finalizer_removed = true;
+  KVMESH_LOG_INFO(kComponent, "members cleaned; finalizer removed", {"graph", key},
+                  {"members", static_cast<int64_t>(result.members.size())},
+                  {"abandoned", static_cast<int64_t>(result.abandoned.size())});
   if (passes_total_ != nullptr) passes_total_->WithLabels({"ok"}).Inc();
   return result;
 }
@@ -258,13 +432,14 @@ Status HubController::Start() {
   io.resource = kube::InferenceGraphs();
   io.ns = options_.watch_namespace;
   informer_ = std::make_unique<kube::Informer>(hub_, io);
-  // A pass on every add and on every change of spec (generation) or annotations; status-only
+  // A pass on every add and on every change of spec (generation), deletion or annotations; status-only
   // updates (our own writes, the reconciler's) do not trigger one.
   informer_->AddHandlers({[this](const json& o) { OnGraph(o); },
                           [this](const json& old_o, const json& o) {
                             const json& om = old_o.value("metadata", json::object());
                             const json& nm = o.value("metadata", json::object());
                             if (om.value("generation", int64_t{0}) != nm.value("generation", int64_t{0}) ||
+                                controller::BeingDeleted(old_o) != controller::BeingDeleted(o) ||
                                 om.value("annotations", json::object()) != nm.value("annotations", json::object())) {
                               OnGraph(o);
                             }
@@ -319,7 +494,7 @@ void HubController::Loop() {
       auto due = next_due_.find(key);
       if (due != next_due_.end() && now < due->second && dirty.count(key) == 0) continue;
       next_due_[key] = now + options_.config.interval;
-      if (!IsMultiCluster(obj)) {
+      if (!IsMultiCluster(obj) && !controller::HasFinalizer(obj, kHubFinalizer)) {
         graphs_.erase(key);
         continue;
       }
@@ -329,7 +504,8 @@ void HubController::Loop() {
                         {"error", r.status().ToString()});
       }
     }
-    // Graphs gone from the hub: forget their state (their member objects stay; see docs).
+    // Graphs gone from the hub: forget their state (a graph with the hub finalizer is gone only
+    // after its clean-up pass).
     for (auto it = graphs_.begin(); it != graphs_.end();) {
       it = live.count(it->first) != 0 ? std::next(it) : graphs_.erase(it);
     }

@@ -8,7 +8,16 @@
 //      its share moves to the others;
 //   4. SyncMembers() (server-side apply; zero writes when every member already matches). When a
 //      member's grace period ends during this pass, placement and sync run again at once;
-//   5. write status.clusters (merge patch of the /status subresource) only when it changed.
+//   5. write status.clusters (merge patch of the /status subresource) only when it changed. Each
+//      entry records the member's kubeconfigSecret, so a cluster later dropped from the spec can
+//      still be reached to remove what the hub put there.
+// Clean-up: a multi-cluster graph carries the finalizer kvmesh.dev/hub-members (added before the
+// first member write). When the graph is deleted, or loses spec.placement.clusters, a pass removes
+// the hub's objects from every member it placed into (spec and status), then drops the finalizer.
+// A member that cannot be cleaned holds the finalizer until it has been unreachable for
+// --hub.unhealthy-after; then the hub gives up on it (kvmesh_hub_members_abandoned_total, a
+// warning naming the cluster: its objects stay there, labelled kvmesh.dev/member-cluster).
+// A cluster dropped from the spec is cleaned the same way while the graph lives on.
 // Invariants: a member is never marked unhealthy before it has failed for unhealthy_after on the
 // injected clock; an unreachable member's share is held (not moved, nothing deleted there) until
 // then; a pass of an unchanged world makes zero writes to the hub and to every member.
@@ -38,6 +47,8 @@
 #include "operator/placement/member_clusters.h"
 
 namespace kvmesh::placement {
+
+inline constexpr char kHubFinalizer[] = "kvmesh.dev/hub-members";
 
 // Flags --hub.* of kvmesh-operator (env KVMESH_OPERATOR_HUB_*).
 struct HubConfig {
@@ -81,7 +92,10 @@ struct HubPassResult {
   std::map<std::string, ClusterHeat> heat;
   nlohmann::json status_clusters;  // what status.clusters is after the pass
   bool status_written = false;
-  bool skipped = false;  // not a multi-cluster graph
+  bool skipped = false;  // not a multi-cluster graph (and nothing of it left to clean)
+  bool cleanup = false;  // a clean-up pass (graph deleted or no longer multi-cluster)
+  bool finalizer_removed = false;  // the clean-up finished and kvmesh.dev/hub-members was dropped
+  std::vector<std::string> abandoned;  // members given up on in this pass (past the grace period)
 };
 
 class HubController {
@@ -104,6 +118,19 @@ class HubController {
 
  private:
   struct GraphState;
+  // Of `members`, those that failed (unreachable, or an error) are recorded in st and those that
+  // succeeded forgotten; true when a failed one is still inside its grace period. Those past it are
+  // given up on (result.abandoned, metric, warning).
+  bool TrackFailures(GraphState& st, const std::string& key, const std::vector<MemberStatus>& members,
+                     std::chrono::steady_clock::time_point now, HubPassResult& result);
+  StatusOr<HubPassResult> CleanUp(const nlohmann::json& graph_object, const controller::OwnedGraph& og,
+                                  const MemberClients& clients, const std::map<std::string, std::string>& secret_of,
+                                  GraphState& st, HubPassResult result);
+  void CountSync(const MemberStatus& m);
+  void SetShare(const std::string& key, const MemberStatus& m);
+  // Merge-patches status.clusters when it differs (json() = remove it); NotFound is not an error.
+  Status WriteStatusClusters(const nlohmann::json& graph_object, const std::string& key,
+                             const nlohmann::json& clusters, HubPassResult& result);
   void Loop();
   void OnGraph(const nlohmann::json& obj);
   std::chrono::steady_clock::time_point Now() const;
@@ -116,6 +143,7 @@ class HubController {
   CounterFamily* passes_total_ = nullptr;
   GaugeFamily* healthy_ = nullptr;
   GaugeFamily* share_ = nullptr;
+  CounterFamily* abandoned_total_ = nullptr;
 
   std::unique_ptr<kube::Informer> informer_;
   std::thread thread_;

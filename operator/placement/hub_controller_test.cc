@@ -280,6 +280,134 @@ TEST_F(HubControllerTest, RouterHeatMovesReplicasUnderCacheLocality) {
   EXPECT_EQ(LiveReplicas(*members_["a"].client, "chat-decode"), a2);
 }
 
+// Clean-up (kvmesh.dev/hub-members): a deleted graph leaves nothing in its members.
+bool HasHubFinalizer(const json& obj) {
+  const json& fins = obj["metadata"].value("finalizers", json::array());
+  return std::find(fins.begin(), fins.end(), json(kHubFinalizer)) != fins.end();
+}
+
+// Objects the hub wrote into a member (label kvmesh.dev/member-cluster), over the kinds it writes.
+size_t HubObjects(kube::KubeClient& c) {
+  size_t n = 0;
+  kube::ListOptions o;
+  o.label_selector = kMemberClusterLabel;
+  for (const kube::ResourceRef& r : {kube::Deployments(), kube::Services(), kube::ConfigMaps()}) {
+    auto l = c.List(r, "default", o);
+    EXPECT_TRUE(l.ok()) << l.status().ToString();
+    if (l.ok()) n += l->items.size();
+  }
+  return n;
+}
+
+TEST_F(HubControllerTest, DeletedGraphIsRemovedFromEveryMemberBeforeItsFinalizerGoes) {
+  CreateGraph("spread", 2, 4);
+  auto hub = Controller();
+  Pass(*hub);
+  auto obj = hub_.client->Get(kube::InferenceGraphs(), "default", "chat");
+  ASSERT_TRUE(obj.ok());
+  EXPECT_TRUE(HasHubFinalizer(*obj)) << "added before the first member write";
+  ASSERT_GT(HubObjects(*members_["a"].client), 0u);
+  ASSERT_GT(HubObjects(*members_["b"].client), 0u);
+
+  ASSERT_TRUE(hub_.client->Delete(kube::InferenceGraphs(), "default", "chat").ok());
+  obj = hub_.client->Get(kube::InferenceGraphs(), "default", "chat");
+  ASSERT_TRUE(obj.ok()) << "held by the finalizer";
+  auto r = hub->SyncGraph(*obj);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_TRUE(r->cleanup);
+  EXPECT_TRUE(r->finalizer_removed);
+  EXPECT_TRUE(r->abandoned.empty());
+  EXPECT_EQ(HubObjects(*members_["a"].client), 0u);
+  EXPECT_EQ(HubObjects(*members_["b"].client), 0u);
+  EXPECT_EQ(LiveReplicas(*members_["a"].client, "chat-decode"), -1);
+  auto gone = hub_.client->Get(kube::InferenceGraphs(), "default", "chat");
+  EXPECT_TRUE(!gone.ok() && kube::IsNotFound(gone.status())) << "no finalizer left: the graph is gone";
+}
+
+TEST_F(HubControllerTest, DeletionWaitsForAnUnreachableMemberThenGivesUpAfterTheGrace) {
+  CreateGraph("spread", 2, 4);
+  auto hub = Controller(seconds(120));
+  Pass(*hub);
+  members_["b"].server->Stop();
+  ASSERT_TRUE(hub_.client->Delete(kube::InferenceGraphs(), "default", "chat").ok());
+
+  // Inside the grace period: a is cleaned, b holds the finalizer and is listed as still to clean.
+  HubPassResult r = Pass(*hub);
+  EXPECT_TRUE(r.cleanup);
+  EXPECT_FALSE(r.finalizer_removed);
+  EXPECT_EQ(HubObjects(*members_["a"].client), 0u);
+  json st = StatusClusters();
+  ASSERT_EQ(st.size(), 1u) << st.dump();
+  EXPECT_EQ(st[0]["name"], "b");
+  EXPECT_EQ(st[0]["reachable"], false);
+  EXPECT_TRUE(st[0].contains("unreachableSince"));
+  clock_.Advance(seconds(119));
+  r = Pass(*hub);
+  EXPECT_FALSE(r.finalizer_removed);
+
+  // Past it: the hub gives up on b (counted), drops its finalizer, and the graph goes.
+  clock_.Advance(seconds(2));
+  r = Pass(*hub);
+  EXPECT_TRUE(r.finalizer_removed);
+  EXPECT_EQ(r.abandoned, std::vector<std::string>{"b"});
+  EXPECT_NE(metrics_.Render().find("kvmesh_hub_members_abandoned_total{cluster=\"b\"} 1"), std::string::npos)
+      << metrics_.Render();
+  auto gone = hub_.client->Get(kube::InferenceGraphs(), "default", "chat");
+  EXPECT_TRUE(!gone.ok() && kube::IsNotFound(gone.status()));
+}
+
+TEST_F(HubControllerTest, ClusterDroppedFromTheSpecIsCleanedThenForgotten) {
+  AddMember("c");
+  CreateGraph("spread", 2, 4);
+  auto hub = Controller();
+  Pass(*hub);
+  ASSERT_EQ(LiveReplicas(*members_["b"].client, "chat-decode"), 2);
+  EXPECT_EQ(Entry(StatusClusters(), "b")["kubeconfigSecret"], "member-b") << "recorded for a later clean-up";
+
+  // b leaves the spec (c joins): the hub still reaches b through the Secret it recorded.
+  json patch = {{"spec", {{"placement", {{"clusters", json::array({
+      {{"name", "a"}, {"kubeconfigSecret", "member-a"}, {"region", "us-east"}, {"gpuCapacity", 8}},
+      {{"name", "c"}, {"kubeconfigSecret", "member-c"}, {"region", "eu-west"}, {"gpuCapacity", 8}}})},
+      {"links", json::array()}}}}}};
+  ASSERT_TRUE(hub_.client->Patch(kube::InferenceGraphs(), "default", "chat", kube::PatchType::kMerge, patch, {}).ok());
+  clock_.Advance(seconds(30));
+  HubPassResult r = Pass(*hub);
+  EXPECT_FALSE(r.cleanup);
+  EXPECT_EQ(HubObjects(*members_["b"].client), 0u);
+  EXPECT_EQ(LiveReplicas(*members_["c"].client, "chat-decode"), 2);
+  json st = StatusClusters();
+  EXPECT_TRUE(Entry(st, "b").is_null()) << st.dump();
+  EXPECT_FALSE(Entry(st, "c").is_null());
+
+  // Forgotten: the next pass does not touch b at all.
+  const uint64_t wb = WriteRequests(*members_["b"].server);
+  clock_.Advance(seconds(30));
+  Pass(*hub);
+  EXPECT_EQ(WriteRequests(*members_["b"].server), wb);
+}
+
+TEST_F(HubControllerTest, GraphThatStopsBeingMultiClusterIsCleanedAndReleased) {
+  CreateGraph("spread", 2, 4);
+  auto hub = Controller();
+  Pass(*hub);
+  json patch = {{"spec", {{"placement", {{"policy", "single"}, {"clusters", json::array()}, {"links", json::array()}}}}}};
+  ASSERT_TRUE(hub_.client->Patch(kube::InferenceGraphs(), "default", "chat", kube::PatchType::kMerge, patch, {}).ok());
+  HubPassResult r = Pass(*hub);
+  EXPECT_TRUE(r.cleanup);
+  EXPECT_TRUE(r.finalizer_removed);
+  EXPECT_EQ(HubObjects(*members_["a"].client), 0u);
+  EXPECT_EQ(HubObjects(*members_["b"].client), 0u);
+  auto obj = hub_.client->Get(kube::InferenceGraphs(), "default", "chat");
+  ASSERT_TRUE(obj.ok());
+  EXPECT_FALSE(HasHubFinalizer(*obj));
+  EXPECT_FALSE((*obj)["status"].contains("clusters")) << obj->dump();
+  // Then it is not the hub's any more: skipped, no writes.
+  const uint64_t wh = WriteRequests(*hub_.server);
+  r = Pass(*hub);
+  EXPECT_TRUE(r.skipped);
+  EXPECT_EQ(WriteRequests(*hub_.server), wh);
+}
+
 TEST(HubHeatTest, UnreachableRouterHeatIsHeldThenUnknownNeverZero) {
   kube::FakeClock clock;
   HeatCollectorOptions o;
