@@ -482,7 +482,15 @@ StatusOr<ArgsResult> Load(const Schema& schema, std::span<char* const> args, con
       if (!st.ok()) return InvalidArgumentError("env " + name + ": " + st.message());
     }
   }
+  std::vector<const FieldRef*> appending;  // repeatable lists already set by an earlier flag
   for (const auto& p : flags) {
+    if (p.field->repeatable &&
+        std::find(appending.begin(), appending.end(), p.field) != appending.end()) {
+      auto* list = static_cast<std::vector<std::string>*>(p.field->ptr);
+      for (std::string& item : SplitList(p.value)) list->push_back(std::move(item));
+      continue;
+    }
+    if (p.field->repeatable) appending.push_back(p.field);
     Status st = SetFromString(*p.field, p.value);
     if (!st.ok()) return InvalidArgumentError("flag " + p.spelling + ": " + st.message());
   }
@@ -515,6 +523,7 @@ std::string RenderHelp(const Schema& defaults, std::string_view env_prefix) {
     out += "  " + FlagName(f.key) + " <" + std::string(TypeName(f.type)) + ">  " + f.help;
     nlohmann::json def = ValueJson(f);
     out += " (default " + def.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + ")";
+    if (f.repeatable) out += " (repeatable)";
     out += " [env " + EnvName(env_prefix, f.key) + "]\n";
   }
   return out;

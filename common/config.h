@@ -60,6 +60,9 @@ EnvLookup MapEnvLookup(std::map<std::string, std::string> vars);
 
 // Per-field flags (last argument of a Visit() entry).
 inline constexpr unsigned kConfigSecret = 1u;  // value is redacted when the config is rendered
+// A list whose flag may be given more than once: the first occurrence on the command line replaces
+// the value (from defaults, file or env), later ones append (`--link a --link b` = `--link a,b`).
+inline constexpr unsigned kConfigRepeatable = 2u;
 
 enum class ConfigFieldType {
   kBool, kInt32, kInt64, kUint32, kUint64, kDouble, kString, kStringList, kDuration,
@@ -76,6 +79,7 @@ struct FieldRef {
   int64_t period_num = 1;
   int64_t period_den = 1;
   bool secret = false;
+  bool repeatable = false;  // kStringList only: see kConfigRepeatable
 };
 
 struct Schema {
@@ -140,6 +144,7 @@ class Collector {
         ref.period_den = F::period::den;
       }
       ref.secret = (flags & kConfigSecret) != 0;
+      ref.repeatable = (flags & kConfigRepeatable) != 0 && ref.type == ConfigFieldType::kStringList;
       AddField(*schema_, std::move(ref));
     }
   }

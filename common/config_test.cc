@@ -311,5 +311,27 @@ TEST(Config, BadDeclarationsAreInternalErrors) {
   EXPECT_EQ(r.status().code(), StatusCode::kInternal);
 }
 
+struct RepeatableList {
+  std::vector<std::string> links = {"default"};
+  std::vector<std::string> tags = {"t"};
+  template <class V>
+  void Visit(V& v) {
+    v("link", links, "a link", kConfigRepeatable);
+    v("tags", tags, "tags");
+  }
+};
+
+TEST(Config, RepeatableListFlagsAppend) {
+  auto r = LoadConfig<RepeatableList>(Args{"--link", "a", "--tags", "x", "--link=b,c", "--tags", "y"}.span(),
+                                      MapEnvLookup({{"X_LINK", "env"}}), "X");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_THAT(r->links, ElementsAre("a", "b", "c"));  // the flag replaces env, then appends
+  EXPECT_THAT(r->tags, ElementsAre("y"));             // not repeatable: last wins
+  auto e = LoadConfig<RepeatableList>(Args{}.span(), MapEnvLookup({{"X_LINK", "env"}}), "X");
+  ASSERT_TRUE(e.ok());
+  EXPECT_THAT(e->links, ElementsAre("env"));
+  EXPECT_THAT(RenderConfigHelp<RepeatableList>("X"), HasSubstr("a link (default [\"default\"]) (repeatable)"));
+}
+
 }  // namespace
 }  // namespace kvmesh

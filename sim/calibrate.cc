@@ -13,38 +13,12 @@
 
 #include <nlohmann/json.hpp>
 
-#include "sim/cli_util.h"
 #include "sim/fleet_sim.h"
+#include "sim/sim_options.h"
 #include "sim/sweep.h"
 #include "sim/workload.h"
 
 namespace kvmesh::sim {
-
-const char kCalibrateUsage[] = R"(usage: kvmesh sim calibrate [flags]
-
-Runs the simulator on the published points it is calibrated against and prints one JSON line per
-point: published value, simulated value, ratio to published and whether it is within the tolerance.
-  disagg_1node     Dynamo: disaggregated / aggregated tokens/s/GPU, Llama-3.1-70B FP8, 8 x H100,
-                   ISL 3000 / OSL 150, at 50 tokens/s/user: 1.3x
-  disagg_2node     the same on 16 x H100 at 40 tokens/s/user: 2x
-  kv_routing_ttft  Dynamo: mean TTFT random / KV-aware routing, R1-Distill-Llama-70B FP8,
-                   2 x 8 H100 (4 x TP4), ISL 4000 / OSL 800 with shared prefixes: 3x
-                   (one line for kv:dynamo, one for kv:kvmesh)
-The full run takes a few minutes of CPU; --quick runs the same code on tiny grids in seconds (its
-numbers are not calibration results).
-
-flags:
-  --points LIST              subset of disagg_1node,disagg_2node,kv_routing_ttft (default all)
-  --quick                    tiny grids and request counts (smoke test)
-  --num-requests N           per simulated point (default 1000 for the sweeps, 3000 for routing)
-  --seed N                   (default 1)
-  --tolerance X              relative tolerance of the verdict (default 0.15)
-  --step-overhead-ms X, --prefill-mfu X, --decode-hbm-efficiency X, --allreduce-latency-us X,
-  --eager-launch-us X        perf-model constants (defaults: docs/simulator.md)
-  --strict                   exit 3 when a point is outside the tolerance
-  -h, --help
-Exit status: 0 ran (see "within"), 1 runtime failure, 2 usage error, 3 outside tolerance (--strict).
-)";
 
 namespace {
 
@@ -306,86 +280,11 @@ std::string CalibrationResultJson(const CalibrationResult& r, double tolerance) 
   return j.dump();
 }
 
-StatusOr<CalibrateCliOptions> ParseCalibrateArgs(std::span<const std::string> args) {
-  CalibrateCliOptions o;
-  CalibrationOptions& c = o.calibration;
-  double step_overhead_ms = -1, allreduce_us = -1, eager_us = -1;
-  bool strict = false;
-  for (size_t i = 0; i < args.size(); ++i) {
-    std::string_view arg = args[i];
-    if (arg == "-h" || arg == "--help") {
-      o.help = true;
-      continue;
-    }
-    if (arg == "--quick") {
-      c.quick = true;
-      continue;
-    }
-    if (arg == "--strict") {
-      strict = true;
-      continue;
-    }
-    if (!arg.starts_with("--")) {
-      return InvalidArgumentError("unexpected argument '" + std::string(arg) + "' (see --help)");
-    }
-    std::string_view name = arg.substr(2);
-    std::optional<std::string_view> value;
-    if (const size_t eq = name.find('='); eq != name.npos) {
-      value = name.substr(eq + 1);
-      name = name.substr(0, eq);
-    }
-    const std::string flag = "--" + std::string(name);
-    static constexpr std::string_view kValued[] = {
-        "points", "num-requests", "seed", "tolerance", "step-overhead-ms", "prefill-mfu",
-        "decode-hbm-efficiency", "allreduce-latency-us", "eager-launch-us"};
-    if (std::find(std::begin(kValued), std::end(kValued), name) == std::end(kValued)) {
-      return InvalidArgumentError("unknown flag " + flag + " (see --help)");
-    }
-    if (!value) {
-      if (i + 1 >= args.size()) return InvalidArgumentError(flag + " needs a value");
-      value = args[++i];
-    }
-    if (name == "points") {
-      c.points = SplitNames(*value);
-    } else if (name == "num-requests") {
-      KVMESH_RETURN_IF_ERROR(ParseFlagNumber(flag, *value, &c.num_requests));
-    } else if (name == "seed") {
-      KVMESH_RETURN_IF_ERROR(ParseFlagNumber(flag, *value, &c.seed));
-    } else if (name == "tolerance") {
-      KVMESH_RETURN_IF_ERROR(ParseFlagNumber(flag, *value, &c.tolerance));
-    } else if (name == "step-overhead-ms") {
-      KVMESH_RETURN_IF_ERROR(ParseFlagNumber(flag, *value, &step_overhead_ms));
-    } else if (name == "prefill-mfu") {
-      KVMESH_RETURN_IF_ERROR(ParseFlagNumber(flag, *value, &c.constants.prefill_mfu));
-    } else if (name == "decode-hbm-efficiency") {
-      KVMESH_RETURN_IF_ERROR(ParseFlagNumber(flag, *value, &c.constants.decode_hbm_efficiency));
-    } else if (name == "allreduce-latency-us") {
-      KVMESH_RETURN_IF_ERROR(ParseFlagNumber(flag, *value, &allreduce_us));
-    } else {
-      KVMESH_RETURN_IF_ERROR(ParseFlagNumber(flag, *value, &eager_us));
-    }
-  }
-  if (step_overhead_ms >= 0) c.constants.step_overhead_s = step_overhead_ms / 1e3;
-  if (allreduce_us >= 0) c.constants.allreduce_latency_s = allreduce_us / 1e6;
-  if (eager_us >= 0) c.constants.eager_launch_s_per_layer = eager_us / 1e6;
-  o.strict = strict;
-  if (Status s = c.Validate(); !s.ok()) return InvalidArgumentError("--" + s.message());
-  return o;
-}
-
-int RunCalibrateCommand(std::span<char*> args) {
-  std::vector<std::string> a(args.begin(), args.end());
-  auto parsed = ParseCalibrateArgs(a);
-  if (!parsed.ok()) {
-    std::fprintf(stderr, "kvmesh sim calibrate: %s\n", parsed.status().message().c_str());
-    return 2;
-  }
-  if (parsed->help) {
-    std::fputs(kCalibrateUsage, stdout);
-    return 0;
-  }
-  const CalibrationOptions& c = parsed->calibration;
-  const bool strict = parsed->strict;
+int RunCalibrateCommand(std::span<char* const> args) {
+  const auto parsed = ParseCommandLine("kvmesh sim calibrate", ParseCalibrateArgs, args, CalibrateUsage);
+  if (parsed.first) return *parsed.first;
+  const CalibrationOptions& c = parsed.second.calibration;
+  const bool strict = parsed.second.strict;
   bool all_within = true;
   auto results = RunCalibration(c, [&](const CalibrationResult& r) {
     all_within = all_within && r.within;

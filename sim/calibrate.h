@@ -62,19 +62,10 @@ StatusOr<std::vector<CalibrationResult>> RunCalibration(
 // "within","details","wall_s"}.
 std::string CalibrationResultJson(const CalibrationResult& r, double tolerance);
 
-struct CalibrateCliOptions {
-  CalibrationOptions calibration;
-  bool strict = false;  // --strict: exit 3 when a point is outside the tolerance
-  bool help = false;
-};
-// InvalidArgument naming the flag and the bad value.
-StatusOr<CalibrateCliOptions> ParseCalibrateArgs(std::span<const std::string> args);
-
 // `kvmesh sim calibrate [flags]` (args exclude the command words). Exit 0 when it ran (whatever the
 // verdicts; pass --strict to exit 3 when a point is outside the tolerance), 1 runtime failure,
 // 2 usage error.
-int RunCalibrateCommand(std::span<char*> args);
-
-extern const char kCalibrateUsage[];
+// Flags: sim/sim_options.h (CalibrateFlags).
+int RunCalibrateCommand(std::span<char* const> args);
 
 }  // namespace kvmesh::sim

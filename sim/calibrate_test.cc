@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "sim/sim_cli.h"
+#include "sim/sim_options.h"
 
 namespace kvmesh::sim {
 namespace {
@@ -106,7 +107,7 @@ TEST(CalibrateTest, CommandExitCodes) {
 TEST(CalibrateTest, ParsesConstantsAndPoints) {
   auto o = ParseCalibrateArgs(std::vector<std::string>{
       "--points", "disagg_2node,kv_routing_ttft", "--step-overhead-ms", "3", "--eager-launch-us", "0",
-      "--allreduce-latency-us=12", "--prefill-mfu", "0.6", "--seed", "7", "--strict"});
+      "--allreduce-latency-us=12", "--prefill-mfu", "0.6", "--seed", "7", "--strict"}, MapEnvLookup({}));
   ASSERT_TRUE(o.ok()) << o.status().ToString();
   EXPECT_EQ(o->calibration.points, (std::vector<std::string>{"disagg_2node", "kv_routing_ttft"}));
   EXPECT_DOUBLE_EQ(o->calibration.constants.step_overhead_s, 0.003);
@@ -115,7 +116,7 @@ TEST(CalibrateTest, ParsesConstantsAndPoints) {
   EXPECT_DOUBLE_EQ(o->calibration.constants.prefill_mfu, 0.6);
   EXPECT_EQ(o->calibration.seed, 7u);
   EXPECT_TRUE(o->strict);
-  auto bad = ParseCalibrateArgs(std::vector<std::string>{"--points", "disagg_3node"});
+  auto bad = ParseCalibrateArgs(std::vector<std::string>{"--points", "disagg_3node"}, MapEnvLookup({}));
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("disagg_3node"), std::string::npos);
 }

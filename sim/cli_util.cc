@@ -1,5 +1,7 @@
-// Flag-value parsing shared by the simulator's command lines (sim/cli_util.h).
+// Typed parsing of `kvmesh sim` flag values (sim/cli_util.h).
 #include "sim/cli_util.h"
+
+#include <algorithm>
 
 namespace kvmesh::sim {
 
@@ -15,12 +17,9 @@ std::vector<std::string_view> SplitList(std::string_view s, char sep) {
   return out;
 }
 
-std::vector<std::string> SplitNames(std::string_view s) {
-  std::vector<std::string> out;
-  for (std::string_view part : SplitList(s, ',')) {
-    if (!part.empty()) out.emplace_back(part);
-  }
-  return out;
+std::vector<std::string> NonEmpty(std::vector<std::string> names) {
+  std::erase_if(names, [](const std::string& n) { return n.empty(); });
+  return names;
 }
 
 }  // namespace kvmesh::sim

@@ -16,6 +16,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "sim/sim_options.h"
+
 namespace kvmesh::sim {
 
 PlacementScenario DefaultPlacementScenario() {
@@ -353,125 +355,13 @@ std::string PlacementRunsTable(const std::vector<PlacementRun>& runs) {
   return out;
 }
 
-const char kSimPlacementUsage[] =
-    "usage: kvmesh sim placement [flags]\n"
-    "Runs one multi-region workload on the fleet each placement policy builds (the operator's\n"
-    "Place()), routing with the real router (rtt-aware kv:kvmesh), and compares them.\n"
-    "  --policies LIST      spread,pack,cache-locality (also: single)\n"
-    "  --regions LIST       NAME:GPUS,... one cluster per region, named NAME-1\n"
-    "                       (default us-east:16,eu-west:16,ap-south:16)\n"
-    "  --link A:B:GBIT:MS   inter-region link (one-way ms); repeatable, replaces the defaults\n"
-    "  --decode N           decode (aggregated) replicas to place (12)\n"
-    "  --prefill N          prefill replicas (0 = aggregated serving)\n"
-    "  --gpu NAME --model NAME --tp N\n"
-    "  --rate R --requests N --isl N --osl N --shared-prefix F --prefixes N --zipf S\n"
-    "  --affinity F         probability a request comes from its prefix's home region (0.9)\n"
-    "  --routing POLICY     router policy for every placement (kv:kvmesh)\n"
-    "  --seed N  --json FILE  --quiet\n";
-
-int RunSimPlacementCommand(std::span<const std::string> args) {
-  PlacementScenario s = DefaultPlacementScenario();
-  std::vector<std::string> policies = {"spread", "pack", "cache-locality"};
-  std::string json_path;
-  bool quiet = false;
-  bool links_given = false;
-  auto split = [](const std::string& v, char sep) {
-    std::vector<std::string> out;
-    std::stringstream ss(v);
-    std::string item;
-    while (std::getline(ss, item, sep)) {
-      if (!item.empty()) out.push_back(item);
-    }
-    return out;
-  };
-  auto usage = [](const std::string& why) {
-    std::cerr << "kvmesh sim placement: " << why << "\n" << kSimPlacementUsage;
-    return 2;
-  };
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    if (a == "-h" || a == "--help") {
-      std::cout << kSimPlacementUsage;
-      return 0;
-    }
-    if (a == "--quiet") {
-      quiet = true;
-      continue;
-    }
-    if (i + 1 >= args.size()) return usage(a + " needs a value");
-    const std::string v = args[++i];
-    try {
-      size_t used = 0;
-      auto num = [&](double lo) {
-        const double x = std::stod(v, &used);
-        if (used != v.size() || !std::isfinite(x) || x < lo) throw std::invalid_argument(v);
-        return x;
-      };
-      auto whole = [&](uint64_t lo) {
-        const unsigned long long x = std::stoull(v, &used);
-        if (used != v.size() || x < lo || v[0] == '-') throw std::invalid_argument(v);
-        return static_cast<uint64_t>(x);
-      };
-      if (a == "--policies") {
-        policies = split(v, ',');
-      } else if (a == "--regions") {
-        s.regions.clear();
-        s.clusters.clear();
-        for (const std::string& item : split(v, ',')) {
-          const auto parts = split(item, ':');
-          if (parts.size() != 2) return usage("--regions wants NAME:GPUS, got '" + item + "'");
-          s.regions.push_back(parts[0]);
-          const int gpus = std::stoi(parts[1]);
-          if (gpus < 0) return usage("--regions: negative GPUs");
-          s.clusters.push_back({parts[0] + "-1", parts[0], gpus, true});
-        }
-        if (!links_given) s.links.clear();
-      } else if (a == "--link") {
-        const auto parts = split(v, ':');
-        if (parts.size() != 4) return usage("--link wants A:B:GBIT:MS, got '" + v + "'");
-        if (!links_given) s.links.clear();
-        links_given = true;
-        s.links.push_back({parts[0] + "-1", parts[1] + "-1", std::stod(parts[2]), std::stod(parts[3])});
-      } else if (a == "--decode") {
-        s.decode_replicas = static_cast<int32_t>(whole(1));
-      } else if (a == "--prefill") {
-        s.prefill_replicas = static_cast<int32_t>(whole(0));
-      } else if (a == "--gpu") {
-        s.decode_pool.gpu = s.prefill_pool.gpu = v;
-      } else if (a == "--model") {
-        s.decode_pool.model = s.prefill_pool.model = v;
-      } else if (a == "--tp") {
-        s.decode_pool.tp = s.prefill_pool.tp = static_cast<uint32_t>(whole(1));
-      } else if (a == "--rate") {
-        s.workload.rate = num(0);
-      } else if (a == "--requests") {
-        s.workload.num_requests = whole(1);
-      } else if (a == "--isl") {
-        s.workload.input_tokens = static_cast<uint32_t>(whole(1));
-      } else if (a == "--osl") {
-        s.workload.output_tokens = static_cast<uint32_t>(whole(1));
-      } else if (a == "--shared-prefix") {
-        s.workload.shared_prefix_ratio = num(0);
-      } else if (a == "--prefixes") {
-        s.workload.num_prefixes = static_cast<uint32_t>(whole(1));
-      } else if (a == "--zipf") {
-        s.workload.zipf_s = num(0);
-      } else if (a == "--affinity") {
-        s.workload.regional_affinity = num(0);
-      } else if (a == "--routing") {
-        s.routing_policy = v;
-      } else if (a == "--seed") {
-        s.workload.seed = s.base.seed = whole(0);
-      } else if (a == "--json") {
-        json_path = v;
-      } else {
-        return usage("unknown flag " + a);
-      }
-    } catch (const std::exception&) {
-      return usage("bad value '" + v + "' for " + a);
-    }
-  }
-  if (s.prefill_replicas > 0) s.base.disaggregation.mode = "always";
+int RunSimPlacementCommand(std::span<char* const> args) {
+  const auto parsed = ParseCommandLine("kvmesh sim placement", ParsePlacementArgs, args, PlacementUsage);
+  if (parsed.first) return *parsed.first;
+  const PlacementScenario& s = parsed.second.scenario;
+  const std::vector<std::string>& policies = parsed.second.policies;
+  const std::string& json_path = parsed.second.json;
+  const bool quiet = parsed.second.quiet;
   auto runs = RunPlacementComparison(s, policies);
   if (!runs.ok()) {
     std::cerr << "kvmesh sim placement: " << runs.status().ToString() << "\n";

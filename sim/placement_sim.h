@@ -74,9 +74,8 @@ StatusOr<std::vector<PlacementRun>> RunPlacementComparison(const PlacementScenar
 std::string PlacementRunsJson(const PlacementScenario& scenario, const std::vector<PlacementRun>& runs);
 std::string PlacementRunsTable(const std::vector<PlacementRun>& runs);
 
-// `kvmesh sim placement [flags]`; args exclude "placement". Exit code 0 ok, 1 runtime, 2 usage.
-int RunSimPlacementCommand(std::span<const std::string> args);
-
-extern const char kSimPlacementUsage[];
+// `kvmesh sim placement [flags]` (flags: sim/sim_options.h, PlacementFlags); args exclude
+// "placement". Exit code 0 ok, 1 runtime, 2 usage.
+int RunSimPlacementCommand(std::span<char* const> args);
 
 }  // namespace kvmesh::sim

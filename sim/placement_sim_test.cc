@@ -257,14 +257,18 @@ TEST(FleetSimClustersTest, ValidateRejectsBadClusterConfig) {
   EXPECT_NE(r->pool_errors, "");
 }
 
+int RunPlacementCli(std::vector<std::string> args) {
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  return RunSimPlacementCommand(argv);
+}
+
 TEST(PlacementSimTest, CommandLine) {
-  const std::vector<std::string> bad = {"--policies", "spread", "--bogus", "1"};
-  EXPECT_EQ(RunSimPlacementCommand(bad), 2);
-  const std::vector<std::string> unknown = {"--policies", "nowhere", "--requests", "10"};
-  EXPECT_EQ(RunSimPlacementCommand(unknown), 2);
-  const std::vector<std::string> ok = {"--policies", "spread", "--requests", "50",
-                                       "--regions", "us-east:2,eu-west:2", "--decode", "2"};
-  EXPECT_EQ(RunSimPlacementCommand(ok), 0);
+  EXPECT_EQ(RunPlacementCli({"--policies", "spread", "--bogus", "1"}), 2);
+  EXPECT_EQ(RunPlacementCli({"--policies", "nowhere", "--requests", "10"}), 2);
+  EXPECT_EQ(RunPlacementCli({"--policies", "spread", "--requests", "50", "--regions", "us-east:2,eu-west:2",
+                             "--decode", "2"}),
+            0);
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "operator/planner/perf_profile.h"
+#include "sim/sim_options.h"
 
 namespace kvmesh::sim {
 namespace {
@@ -202,77 +203,12 @@ std::string PlannerSimJson(const PlannerSimResult& r) {
   return out.dump();
 }
 
-const char kSimPlannerUsage[] =
-    "usage: kvmesh sim planner [flags]   (also: kvmesh sim --planner [flags])\n"
-    "Runs the real SLA planner every interval on a rising-then-falling workload; one aggregated\n"
-    "pool grows (cold instances) and shrinks (drained instances). Prints the decisions timeline.\n"
-    "  --gpu NAME --model NAME --tp N   the pool (h100, llama-3.1-70b, 4)\n"
-    "  --replicas N                     at the start (1)\n"
-    "  --min N --max N                  planner limits (1, 12)\n"
-    "  --itl-target S                   ITL p90 target in seconds (0.04)\n"
-    "  --interval S                     planner interval (15)\n"
-    "  --scale-down-window S            HPA-style scale-down stabilization (60)\n"
-    "  --base-rate R --peak-rate R      requests/s (2, 30)\n"
-    "  --up S --hold S --down S --tail S  ramp phases in seconds (60 each)\n"
-    "  --isl N --osl N                  (1000, 200)\n"
-    "  --seed N  --json FILE  --quiet\n";
-
-int RunSimPlannerCommand(std::span<const std::string> args) {
-  PlannerSimOptions o = DefaultPlannerSimOptions();
-  std::string json_path;
-  bool quiet = false;
-  auto usage = [](const std::string& why) {
-    std::cerr << "kvmesh sim planner: " << why << "\n" << kSimPlannerUsage;
-    return 2;
-  };
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    if (a == "-h" || a == "--help") {
-      std::cout << kSimPlannerUsage;
-      return 0;
-    }
-    if (a == "--quiet") {
-      quiet = true;
-      continue;
-    }
-    if (i + 1 >= args.size()) return usage(a + " needs a value");
-    const std::string v = args[++i];
-    try {
-      size_t used = 0;
-      auto num = [&]() {
-        const double x = std::stod(v, &used);
-        if (used != v.size() || !std::isfinite(x) || x < 0) throw std::invalid_argument(v);
-        return x;
-      };
-      auto whole = [&]() {
-        const unsigned long long x = std::stoull(v, &used);
-        if (used != v.size() || v[0] == '-') throw std::invalid_argument(v);
-        return static_cast<uint64_t>(x);
-      };
-      if (a == "--gpu") o.pool.gpu = v;
-      else if (a == "--model") o.pool.model = v;
-      else if (a == "--tp") o.pool.tp = static_cast<uint32_t>(whole());
-      else if (a == "--replicas") o.pool.count = static_cast<uint32_t>(whole());
-      else if (a == "--min") o.planner.decode.min_replicas = static_cast<int32_t>(whole());
-      else if (a == "--max") o.planner.decode.max_replicas = static_cast<int32_t>(whole());
-      else if (a == "--itl-target") o.planner.itl_target_s = num();
-      else if (a == "--interval") o.planner.interval_s = num();
-      else if (a == "--scale-down-window") o.planner.scale_down_window_s = num();
-      else if (a == "--base-rate") o.ramp.base_rate = num();
-      else if (a == "--peak-rate") o.ramp.peak_rate = num();
-      else if (a == "--up") o.ramp.ramp_up_s = num();
-      else if (a == "--hold") o.ramp.hold_s = num();
-      else if (a == "--down") o.ramp.ramp_down_s = num();
-      else if (a == "--tail") o.ramp.tail_s = num();
-      else if (a == "--isl") o.ramp.input_tokens = static_cast<uint32_t>(whole());
-      else if (a == "--osl") o.ramp.output_tokens = static_cast<uint32_t>(whole());
-      else if (a == "--seed") o.ramp.seed = o.base.seed = whole();
-      else if (a == "--json") json_path = v;
-      else return usage("unknown flag " + a);
-    } catch (const std::exception&) {
-      return usage("bad value '" + v + "' for " + a);
-    }
-  }
+int RunSimPlannerCommand(std::span<char* const> args) {
+  const auto parsed = ParseCommandLine("kvmesh sim planner", ParsePlannerArgs, args, PlannerUsage);
+  if (parsed.first) return *parsed.first;
+  const PlannerSimOptions& o = parsed.second.options;
+  const std::string& json_path = parsed.second.json;
+  const bool quiet = parsed.second.quiet;
   auto r = RunPlannerSim(o);
   if (!r.ok()) {
     std::cerr << "kvmesh sim planner: " << r.status().ToString() << "\n";

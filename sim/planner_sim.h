@@ -65,9 +65,8 @@ StatusOr<PlannerSimResult> RunPlannerSim(const PlannerSimOptions& options);
 // {"sim": {...}, "timeline": [{"t":..,"rate":..,..,"decode_replicas":..,"direction":..}, ...]}
 std::string PlannerSimJson(const PlannerSimResult& r);
 
-// `kvmesh sim planner [flags]` (also `kvmesh sim --planner ...`); args exclude the subcommand.
-int RunSimPlannerCommand(std::span<const std::string> args);
-
-extern const char kSimPlannerUsage[];
+// `kvmesh sim planner [flags]` (also `kvmesh sim --planner ...`; flags: sim/sim_options.h,
+// PlannerFlags); args exclude the subcommand. Exit code 0 ok, 1 runtime, 2 usage.
+int RunSimPlannerCommand(std::span<char* const> args);
 
 }  // namespace kvmesh::sim

@@ -13,7 +13,7 @@
 namespace kvmesh::sim {
 namespace {
 
-StatusOr<SimCliOptions> Parse(std::vector<std::string> args) { return ParseSimArgs(args); }
+StatusOr<SimCliOptions> Parse(std::vector<std::string> args) { return ParseSimArgs(args, MapEnvLookup({})); }
 
 void ExpectError(std::vector<std::string> args, const std::string& needle) {
   auto r = Parse(args);

@@ -11,52 +11,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "sim/cli_util.h"
+#include "sim/sim_options.h"
 #include "sim/workload.h"
 
 namespace kvmesh::sim {
-
-const char kSweepUsage[] = R"(usage: kvmesh sim sweep [flags]
-
-Runs the fleet simulator over aggregated and disaggregated layouts of one GPU budget (TP sizes,
-P:D instance splits, batch limits, chunk budgets, request rates), prints one JSON line per point,
-then a summary line comparing the two Pareto frontiers (tokens/s/GPU vs tokens/s/user) at
---user-rate. See docs/simulator.md, "Sweeps and calibration".
-
-fleet:
-  --gpu NAME                 h100 | h200 | b200 (default h100)
-  --model NAME               llama-3.1-8b | llama-3.1-70b | gpt-oss-120b (default llama-3.1-70b)
-  --fp8                      FP8 weights
-  --gpus N                   GPU budget of every layout (default 8)
-  --tp LIST                  candidate TP sizes (default 1,2,4,8; configs that do not fit are skipped)
-  --layouts LIST             agg,disagg (default both)
-  --pd LIST                  P:D instance ratios, e.g. 1:1,2:1 (default: every split of the budget)
-  --max-batch LIST           max running sequences per aggregated/decode instance (default 8,16,32,64,128)
-  --max-prefill-tokens LIST  prefill tokens per engine step (chunk budget; default 8192)
-  --prefill-max-batch N      prefill instances' max_batch (default 256)
-  --link NAME                nvlink | ib400 | tcp (default nvlink)
-  --policy NAME              routing policy (default kv:kvmesh)
-  --disagg-mode MODE         router disaggregation mode: conditional | always (default conditional)
-  --max-prefill-queue N      router's max_prefill_queue; 0 = unbounded, all prefills remote (default 0)
-  --step-overhead-ms X, --prefill-mfu X, --decode-hbm-efficiency X, --allreduce-latency-us X,
-                             --eager-launch-us X (per layer)
-                             perf-model constants (defaults: docs/simulator.md)
-workload (synthetic, Poisson):
-  --isl N, --osl N           input / output tokens (default 3000 / 150)
-  --shared-prefix-ratio X    (default 0), --num-prefixes N (default 1)
-  --rates LIST               offered requests/s for the whole fleet
-  --rates-per-gpu LIST       used when --rates is absent: x --gpus (default 0.25,0.5,1,2)
-  --num-requests N           requests per point (default 400)
-  --seed N                   (default 1)
-output:
-  --user-rate X              tokens/s/user at which the frontiers are compared (default 50)
-  --max-ttft-ms X            points with TTFT p90 above this stay off the frontiers (default: no limit)
-  --out FILE.json            all points, both frontiers and the summary
-  --svg FILE.svg             plot of the points and frontiers
-  --quiet                    only the summary line
-  -h, --help
-Exit status: 0 ok, 1 runtime failure, 2 usage error.
-)";
 
 const char* SweepLayoutName(SweepLayout layout) {
   return layout == SweepLayout::kAggregated ? "agg" : "disagg";
@@ -633,139 +591,10 @@ std::string SweepSvg(const SweepResult& r, double user_rate, const std::string& 
 
 // ---------------------------------------------------------------- command line
 
-StatusOr<SweepCliOptions> ParseSweepArgs(std::span<const std::string> args) {
-  SweepCliOptions o;
-  SweepOptions& w = o.sweep;
-  double max_ttft_ms = 0, step_overhead_ms = -1, allreduce_us = -1, eager_launch_us = -1;
-  using Setter = std::function<Status(std::string_view, std::string_view)>;
-  auto num = [](auto* t) -> Setter {
-    return [t](std::string_view f, std::string_view v) { return ParseFlagNumber(f, v, t); };
-  };
-  auto list = [](auto* t) -> Setter {
-    return [t](std::string_view f, std::string_view v) { return ParseFlagList(f, v, t); };
-  };
-  auto str = [](std::string* t) -> Setter {
-    return [t](std::string_view, std::string_view v) {
-      *t = std::string(v);
-      return Status::Ok();
-    };
-  };
-  const std::map<std::string, Setter, std::less<>> flags = {
-      {"gpu", str(&w.gpu)},
-      {"model", str(&w.model)},
-      {"gpus", num(&w.gpus)},
-      {"tp", list(&w.tp)},
-      {"layouts", [&](std::string_view f, std::string_view v) {
-         w.aggregated = w.disaggregated = false;
-         for (std::string_view l : SplitList(v, ',')) {
-           if (l == "agg") {
-             w.aggregated = true;
-           } else if (l == "disagg") {
-             w.disaggregated = true;
-           } else {
-             return InvalidArgumentError(std::string(f) + ": '" + std::string(l) + "' (agg | disagg)");
-           }
-         }
-         return Status::Ok();
-       }},
-      {"pd", [&](std::string_view f, std::string_view v) {
-         w.pd_ratios.clear();
-         for (std::string_view r : SplitList(v, ',')) {
-           const auto ab = SplitList(r, ':');
-           uint32_t a = 0, b = 0;
-           if (ab.size() != 2 || !ParseFlagNumber(f, ab[0], &a).ok() || !ParseFlagNumber(f, ab[1], &b).ok() || a == 0 ||
-               b == 0) {
-             return InvalidArgumentError(std::string(f) + ": '" + std::string(r) +
-                                         "' is not a ratio P:D of positive integers");
-           }
-           w.pd_ratios.emplace_back(a, b);
-         }
-         return Status::Ok();
-       }},
-      {"max-batch", list(&w.max_batch)},
-      {"max-prefill-tokens", list(&w.max_prefill_tokens)},
-      {"prefill-max-batch", num(&w.prefill_max_batch)},
-      {"link", str(&w.link)},
-      {"policy", str(&w.policy)},
-      {"disagg-mode", str(&w.disagg_mode)},
-      {"max-prefill-queue", num(&w.max_prefill_queue)},
-      {"step-overhead-ms", num(&step_overhead_ms)},
-      {"prefill-mfu", num(&w.constants.prefill_mfu)},
-      {"decode-hbm-efficiency", num(&w.constants.decode_hbm_efficiency)},
-      {"allreduce-latency-us", num(&allreduce_us)},
-      {"eager-launch-us", num(&eager_launch_us)},
-      {"isl", num(&w.isl)},
-      {"osl", num(&w.osl)},
-      {"shared-prefix-ratio", num(&w.shared_prefix_ratio)},
-      {"num-prefixes", num(&w.num_prefixes)},
-      {"rates", list(&w.rates)},
-      {"rates-per-gpu", list(&w.rates_per_gpu)},
-      {"num-requests", num(&w.num_requests)},
-      {"seed", num(&w.seed)},
-      {"user-rate", num(&o.user_rate)},
-      {"max-ttft-ms", num(&max_ttft_ms)},
-      {"out", str(&o.out)},
-      {"svg", str(&o.svg)},
-  };
-  for (size_t i = 0; i < args.size(); ++i) {
-    std::string_view arg = args[i];
-    if (arg == "-h" || arg == "--help") {
-      o.help = true;
-      continue;
-    }
-    if (!arg.starts_with("--")) {
-      return InvalidArgumentError("unexpected argument '" + std::string(arg) + "' (see --help)");
-    }
-    std::string_view name = arg.substr(2);
-    if (name == "fp8") {
-      w.fp8 = true;
-      continue;
-    }
-    if (name == "quiet") {
-      o.quiet = true;
-      continue;
-    }
-    std::optional<std::string_view> value;
-    if (const size_t eq = name.find('='); eq != name.npos) {
-      value = name.substr(eq + 1);
-      name = name.substr(0, eq);
-    }
-    const auto it = flags.find(name);
-    if (it == flags.end()) return InvalidArgumentError("unknown flag --" + std::string(name) + " (see --help)");
-    if (!value) {
-      if (i + 1 >= args.size()) return InvalidArgumentError("--" + std::string(name) + " needs a value");
-      value = args[++i];
-    }
-    KVMESH_RETURN_IF_ERROR(it->second("--" + std::string(name), *value));
-  }
-  if (o.help) return o;
-  if (step_overhead_ms >= 0) w.constants.step_overhead_s = step_overhead_ms / 1000.0;
-  if (allreduce_us >= 0) w.constants.allreduce_latency_s = allreduce_us / 1e6;
-  if (eager_launch_us >= 0) w.constants.eager_launch_s_per_layer = eager_launch_us / 1e6;
-  w.max_ttft_p90_s = max_ttft_ms / 1000.0;
-  if (!(o.user_rate > 0)) return InvalidArgumentError("--user-rate: must be > 0");
-  if (auto g = GpuByName(w.gpu); !g.ok()) return InvalidArgumentError("--gpu: " + g.status().message());
-  if (auto m = ModelByName(w.model); !m.ok()) return InvalidArgumentError("--model: " + m.status().message());
-  if (auto l = LinkByName(w.link); !l.ok()) return InvalidArgumentError("--link: " + l.status().message());
-  if (auto p = RoutingForPolicy(w.policy, router::RouterRoutingConfig{}); !p.ok()) {
-    return InvalidArgumentError("--policy: " + p.status().message());
-  }
-  if (Status s = w.Validate(); !s.ok()) return InvalidArgumentError("invalid sweep: " + s.message());
-  return o;
-}
-
-int RunSweepCommand(std::span<char*> args) {
-  std::vector<std::string> a(args.begin(), args.end());
-  auto parsed = ParseSweepArgs(a);
-  if (!parsed.ok()) {
-    std::fprintf(stderr, "kvmesh sim sweep: %s\n", parsed.status().message().c_str());
-    return 2;
-  }
-  const SweepCliOptions& o = *parsed;
-  if (o.help) {
-    std::fputs(kSweepUsage, stdout);
-    return 0;
-  }
+int RunSweepCommand(std::span<char* const> args) {
+  const auto parsed = ParseCommandLine("kvmesh sim sweep", ParseSweepArgs, args, SweepUsage);
+  if (parsed.first) return *parsed.first;
+  const SweepCliOptions& o = parsed.second;
   auto result = RunSweep(o.sweep, [&](const SweepPoint& p) {
     if (o.quiet) return;
     std::printf("%s\n", SweepPointJson(p).c_str());

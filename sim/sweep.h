@@ -125,20 +125,8 @@ std::string SweepSummaryJson(const SweepResult& result, double user_rate);
 // Self-contained SVG: points, both frontiers, a marker at user_rate, axes, legend.
 std::string SweepSvg(const SweepResult& result, double user_rate, const std::string& title = "");
 
-struct SweepCliOptions {
-  SweepOptions sweep;
-  double user_rate = 50;
-  std::string out, svg;
-  bool quiet = false;  // no per-point lines
-  bool help = false;
-};
-
-// InvalidArgument naming the flag and value.
-StatusOr<SweepCliOptions> ParseSweepArgs(std::span<const std::string> args);
-
 // `kvmesh sim sweep [flags]` (args exclude the command words). 0 ok, 1 runtime failure, 2 usage.
-int RunSweepCommand(std::span<char*> args);
-
-extern const char kSweepUsage[];
+// Flags: sim/sim_options.h (SweepFlags).
+int RunSweepCommand(std::span<char* const> args);
 
 }  // namespace kvmesh::sim

@@ -1,5 +1,7 @@
 #include "sim/sweep.h"
 
+#include "sim/sim_options.h"
+
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -267,7 +269,7 @@ TEST(SweepTest, MaxTtftKeepsSlowPointsOffTheFrontier) {
   EXPECT_TRUE(r->disagg_frontier.empty());
 }
 
-StatusOr<SweepCliOptions> Parse(std::vector<std::string> args) { return ParseSweepArgs(args); }
+StatusOr<SweepCliOptions> Parse(std::vector<std::string> args) { return ParseSweepArgs(args, MapEnvLookup({})); }
 
 TEST(SweepCliTest, ParsesFlags) {
   auto o = Parse({"--gpu", "h200", "--model", "llama-3.1-70b", "--fp8", "--gpus=16", "--tp", "2,4,8",
