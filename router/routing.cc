@@ -250,18 +250,22 @@ class KvPolicy final : public RoutingPolicy {
     double* const costs = s.costs.data();
     uint32_t* const ties = s.ties.data();
     WorkerState* const* const cand = candidates.data();
+    // Load counters go to double through int64 (one instruction on x86-64, where uint64 takes a
+    // branch and several): the same value below 2^63, which a count never reaches.
+    auto count = [](const auto& counter) __attribute__((always_inline)) {
+      return static_cast<double>(
+          static_cast<int64_t>(counter.load(std::memory_order_relaxed)));
+    };
     // dyn: std::bool_constant<dynamo>, so each pass compiles without the branch.
     auto cost_of = [&](auto dyn, const WorkerState& w, double prefill)
                        __attribute__((always_inline)) {
       if constexpr (decltype(dyn)::value) {
-        return prefill + static_cast<double>(w.decode_blocks.load(std::memory_order_relaxed));
+        return prefill + count(w.decode_blocks);
       } else {
-        const double tokens =
-            static_cast<double>(w.prefill_tokens.load(std::memory_order_relaxed));
+        const double tokens = count(w.prefill_tokens);
         const double queued_prefill_blocks = bs_pow2 ? tokens * inv_bs : tokens / bs;
-        const double decode_blocks =
-            static_cast<double>(w.decode_blocks.load(std::memory_order_relaxed));
-        const double queue = static_cast<double>(w.inflight.load(std::memory_order_relaxed));
+        const double decode_blocks = count(w.decode_blocks);
+        const double queue = count(w.inflight);
         return prefill + queued_prefill_blocks + kDecodeBlockWeight * decode_blocks +
                kQueueBlocksPerRequest * queue + rtt_scale * w.rtt_ms;
       }
@@ -304,13 +308,14 @@ class KvPolicy final : public RoutingPolicy {
     };
     double min_cost = std::numeric_limits<double>::infinity();
     size_t num_ties = 0;
-    auto pass = [&](auto dyn) __attribute__((always_inline)) {
+    // keep: std::bool_constant<keep_costs>.
+    auto pass = [&](auto dyn, auto keep) __attribute__((always_inline)) {
       double min1 = std::numeric_limits<double>::infinity();
       size_t nt = 0;
       for (size_t i = 0; i < n; ++i) {
         const WorkerState& w = *cand[i];
         const double c = cost_of(dyn, w, prefill_of[match_of(w.id)]);
-        if (keep_costs) costs[i] = c;
+        if constexpr (decltype(keep)::value) costs[i] = c;
         if (c < min1) {
           min1 = c;
           nt = 0;
@@ -323,9 +328,11 @@ class KvPolicy final : public RoutingPolicy {
       num_ties = nt;
     };
     if (dynamo) {
-      pass(std::true_type{});
+      keep_costs ? pass(std::true_type{}, std::true_type{})
+                 : pass(std::true_type{}, std::false_type{});
     } else {
-      pass(std::false_type{});
+      keep_costs ? pass(std::false_type{}, std::true_type{})
+                 : pass(std::false_type{}, std::false_type{});
     }
     // The maximum matters to the softmax only.
     double max_cost = min_cost;

@@ -87,21 +87,25 @@ const char* BreakerStateName(BreakerState s);  // "closed", "open", "half_open"
 
 // One worker's live state. Fields change in place (atomics); the object lives as long as any
 // table snapshot or guard refers to it.
-struct WorkerState {
+// The first cache line holds what a routing decision reads for each of up to 1,000 candidates
+// (id, the load counters, rtt_ms) and what Routable() reads, so a decision touches one line per
+// candidate.
+struct alignas(64) WorkerState {
   kv::WorkerId id = 0;
-  WorkerSpec spec;
-  std::atomic<bool> ready{false};
-  std::atomic<bool> removed{false};
-  std::atomic<int> breaker{static_cast<int>(BreakerState::kClosed)};
-  std::atomic<uint32_t> consecutive_failures{0};
-  std::atomic<int64_t> open_until_ns{0};        // steady clock; breaker open until then
-  std::atomic<bool> half_open_probe_taken{false};
-  double rtt_ms = 0;  // spec.rtt_ms, next to the load counters the kv cost reads
   // Router-side load.
   std::atomic<uint32_t> inflight{0};           // requests the router has on this worker
   std::atomic<uint32_t> prefills_inflight{0};  // of which prefill (remote or local) not done yet
   std::atomic<uint64_t> prefill_tokens{0};     // uncached prompt tokens being prefilled
   std::atomic<uint64_t> decode_blocks{0};      // KV blocks held by requests decoding here
+  double rtt_ms = 0;  // spec.rtt_ms, next to the load counters the kv cost reads
+  // Read by Routable() for every worker when the router builds a request's candidates.
+  std::atomic<bool> ready{false};
+  std::atomic<bool> removed{false};
+  std::atomic<bool> half_open_probe_taken{false};
+  std::atomic<int> breaker{static_cast<int>(BreakerState::kClosed)};
+  std::atomic<int64_t> open_until_ns{0};        // steady clock; breaker open until then
+  std::atomic<uint32_t> consecutive_failures{0};
+  WorkerSpec spec;
 
   BreakerState breaker_state() const { return static_cast<BreakerState>(breaker.load()); }
 };
