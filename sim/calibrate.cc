@@ -8,11 +8,13 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <string>
 #include <string_view>
 #include <utility>
 
 #include <nlohmann/json.hpp>
 
+#include "kv/trace_loader.h"
 #include "sim/fleet_sim.h"
 #include "sim/sim_options.h"
 #include "sim/sweep.h"
@@ -26,15 +28,26 @@ constexpr std::string_view kPoints[] = {"disagg_1node", "disagg_2node", "kv_rout
 
 // ---- Assumptions the published routing benchmark leaves open (docs/simulator.md) ----
 // Dynamo's KV-routing point: 2 H100 nodes, R1-Distill-Llama-70B FP8 (Llama-3.1-70B architecture),
-// average ISL 4k / OSL 800. Not published: the TP size, the prefix structure and the load.
+// "100K requests to R1", average ISL 4k / OSL 800; the text calls them "100,000 real R1 user
+// queries" (ai-dynamo/dynamo docs/architecture/architecture.md, "KV aware routing"). Not
+// published: the TP size, the prefix structure of those queries and the load.
 constexpr uint32_t kRoutingTp = 4;             // 4 aggregated TP4 workers on 16 GPUs
 constexpr uint32_t kRoutingIsl = 4000, kRoutingOsl = 800;
-constexpr double kRoutingLengthJitter = 0.25;  // "average" lengths: uniform +/- 25%
-constexpr double kRoutingSharedPrefix = 0.75;  // 3/4 of each prompt is a shared prefix ...
-constexpr uint32_t kRoutingPrefixes = 200;     // ... from 200 groups: 600k prefix tokens, about
-                                               // one worker's KV cache, a quarter of the fleet's
+// The prefix structure: Dynamo's own router benchmark on real data replays the Mooncake trace
+// (ai-dynamo/dynamo benchmarks/router/real_data_benchmark.py and README.md, mooncake_trace.jsonl
+// of kvcache-ai/Mooncake); its first 1,000 records are Dynamo's benchmark test data and ship here
+// as ../shared/data/traces/dynamo_mooncake_trace_1000.jsonl. It is replayed with its hash ids (the
+// prefix tree) and its arrival times, the lengths scaled to the published averages.
+constexpr const char* kRoutingDefaultWorkload = "dynamo_mooncake_trace_1000.jsonl";
+constexpr const char* kRoutingSyntheticWorkload = "synthetic";
+constexpr uint32_t kTraceBlockTokens = 512;    // Mooncake hash-id granularity
+// The earlier, guessed workload (routing_workload = "synthetic"; sensitivity runs only): 3/4 of
+// each prompt shared within one of 200 groups, lengths uniform +/- 25%.
+constexpr double kSyntheticLengthJitter = 0.25;
+constexpr double kSyntheticSharedPrefix = 0.75;
+constexpr uint32_t kSyntheticPrefixes = 200;
 // Offered loads (requests/s over the fleet) and the TTFT SLA that picks the reported one.
-constexpr double kRoutingRates[] = {8, 10, 12, 14, 16, 18, 20};
+constexpr double kRoutingRates[] = {2, 4, 6, 8, 10, 12, 14, 16, 18, 20};
 constexpr double kRoutingTtftSla = 2.0;        // s: the simulator's default TTFT SLA
 
 double Seconds(std::chrono::steady_clock::duration d) {
@@ -126,6 +139,115 @@ StatusOr<CalibrationResult> RunDisaggPoint(const CalibrationOptions& o, bool two
   return r;
 }
 
+// The kv_routing_ttft workload at a given offered rate: a Mooncake trace replayed with its prefix
+// structure, or (sensitivity only) the earlier synthetic guess.
+struct RoutingWorkload {
+  std::string name;
+  std::string source;
+  bool trace = false;
+  TraceOptions trace_options;   // time_scale set per rate
+  SyntheticOptions synthetic;   // rate set per rate
+  double trace_rate = 0;        // mean arrival rate of the replayed stream at time_scale 1
+  double isl_mean = 0, osl_mean = 0;  // of the replayed (scaled) requests
+
+  StatusOr<std::unique_ptr<Workload>> At(double rate) const {
+    if (!trace) {
+      SyntheticOptions w = synthetic;
+      w.rate = rate;
+      return MakeSyntheticWorkload(w);
+    }
+    TraceOptions t = trace_options;
+    t.time_scale = trace_rate / rate;
+    return MakeTraceWorkload(t);
+  }
+};
+
+struct StreamStats {
+  uint64_t n = 0;
+  double isl_mean = 0, osl_mean = 0, last_arrival_s = 0;
+};
+
+StatusOr<StreamStats> Measure(const TraceOptions& t) {
+  KVMESH_ASSIGN_OR_RETURN(std::unique_ptr<Workload> w, MakeTraceWorkload(t));
+  StreamStats s;
+  double in = 0, out = 0;
+  while (auto r = w->Next()) {
+    ++s.n;
+    in += r->input_tokens;
+    out += r->output_tokens;
+    s.last_arrival_s = r->arrival_s;
+  }
+  if (s.n > 0) {
+    s.isl_mean = in / static_cast<double>(s.n);
+    s.osl_mean = out / static_cast<double>(s.n);
+  }
+  return s;
+}
+
+StatusOr<RoutingWorkload> MakeRoutingWorkload(const CalibrationOptions& o, uint64_t requests,
+                                              uint32_t block_size) {
+  RoutingWorkload rw;
+  rw.name = o.routing_workload;
+  if (rw.name == kRoutingSyntheticWorkload) {
+    rw.source = "guess (no published prefix structure): 75% of each prompt shared within one of "
+                "200 groups";
+    SyntheticOptions& w = rw.synthetic;
+    w.num_requests = requests;
+    w.input_tokens = kRoutingIsl;
+    w.output_tokens = kRoutingOsl;
+    w.length_jitter = kSyntheticLengthJitter;
+    w.shared_prefix_ratio = kSyntheticSharedPrefix;
+    w.num_prefixes = kSyntheticPrefixes;
+    w.block_size = block_size;
+    w.seed = o.seed;
+    rw.isl_mean = kRoutingIsl;
+    rw.osl_mean = kRoutingOsl;
+    return rw;
+  }
+  rw.trace = true;
+  rw.source = rw.name == kRoutingDefaultWorkload
+                  ? "Mooncake trace as replayed by Dynamo's router benchmark "
+                    "(ai-dynamo/dynamo benchmarks/router/real_data_benchmark.py), first 1000 "
+                    "records; lengths scaled to ISL 4000 / OSL 800"
+                  : "Mooncake-format trace; lengths scaled to ISL 4000 / OSL 800";
+  std::string path = rw.name;
+  if (path.find('/') == std::string::npos) {
+    auto found = kv::FindSharedTrace(path);
+    if (!found) {
+      return NotFoundError("kv_routing_ttft: trace '" + path +
+                           "' not found under shared/data/traces (set KVMESH_SHARED_DIR)");
+    }
+    path = *found;
+  }
+  TraceOptions& t = rw.trace_options;
+  t.path = path;
+  t.block_size = block_size;
+  t.trace_block_tokens = kTraceBlockTokens;
+  t.seed = o.seed;
+  // Enough back-to-back copies (fresh hashes each) for `requests`, then the first `requests`.
+  KVMESH_ASSIGN_OR_RETURN(StreamStats whole, Measure(t));
+  if (whole.n == 0) return InvalidArgumentError("kv_routing_ttft: trace '" + path + "' is empty");
+  t.repeat = static_cast<uint32_t>(std::min<uint64_t>((requests + whole.n - 1) / whole.n,
+                                                      std::numeric_limits<uint32_t>::max()));
+  t.max_requests = requests;
+  KVMESH_ASSIGN_OR_RETURN(StreamStats raw, Measure(t));
+  if (!(raw.last_arrival_s > 0) || raw.n < 2) {
+    return InvalidArgumentError("kv_routing_ttft: trace '" + path +
+                                "' needs at least two distinct arrival times");
+  }
+  rw.trace_rate = static_cast<double>(raw.n - 1) / raw.last_arrival_s;
+  // Scale to the published averages. Input: whole blocks per 512-token hash id (the nearest to
+  // 4000 / mean ISL), so the shared fraction of every prompt is the trace's; output: exact.
+  const double ids_blocks = std::max(
+      1.0, std::round(kRoutingIsl / raw.isl_mean * kTraceBlockTokens / block_size));
+  t.input_scale = std::min(16.0, ids_blocks * block_size / kTraceBlockTokens);
+  t.output_scale = std::min(16.0, kRoutingOsl / std::max(raw.osl_mean, 1.0));
+  KVMESH_ASSIGN_OR_RETURN(StreamStats scaled, Measure(t));
+  rw.isl_mean = scaled.isl_mean;
+  rw.osl_mean = scaled.osl_mean;
+  return rw;
+}
+
 // KV-aware vs random routing: the same fleet and the same workload under three policies, over a
 // ladder of offered loads. The ratio is reported at the busiest load at which random routing still
 // meets kRoutingTtftSla on mean TTFT; past that random routing is in overload, its queue grows
@@ -147,28 +269,19 @@ StatusOr<std::vector<CalibrationResult>> RunRoutingPoint(const CalibrationOption
   c.max_inflight_per_worker = static_cast<uint32_t>(
       std::min<uint64_t>(requests + 1, std::numeric_limits<uint32_t>::max()));
   c.seed = o.seed;
-  SyntheticOptions w;
-  w.num_requests = requests;
-  w.input_tokens = kRoutingIsl;
-  w.output_tokens = kRoutingOsl;
-  w.length_jitter = kRoutingLengthJitter;
-  w.shared_prefix_ratio = kRoutingSharedPrefix;
-  w.num_prefixes = kRoutingPrefixes;
-  w.block_size = c.block_size;
-  w.seed = o.seed;
+  KVMESH_ASSIGN_OR_RETURN(RoutingWorkload workload, MakeRoutingWorkload(o, requests, c.block_size));
   const std::vector<double> rates =
       o.quick ? std::vector<double>{4, 8} : std::vector<double>(std::begin(kRoutingRates),
                                                                 std::end(kRoutingRates));
   constexpr const char* kPolicies[] = {"random", "kv:dynamo", "kv:kvmesh"};
   std::vector<std::map<std::string, SimResult>> runs;  // per rate, per policy
   for (double rate : rates) {
-    w.rate = rate;
     auto& by_policy = runs.emplace_back();
     for (const char* policy : kPolicies) {
       SimConfig pc = c;
       KVMESH_ASSIGN_OR_RETURN(pc.routing, RoutingForPolicy(policy, c.routing));
-      KVMESH_ASSIGN_OR_RETURN(std::unique_ptr<Workload> workload, MakeSyntheticWorkload(w));
-      KVMESH_ASSIGN_OR_RETURN(SimResult res, RunFleetSim(pc, *workload, policy));
+      KVMESH_ASSIGN_OR_RETURN(std::unique_ptr<Workload> w, workload.At(rate));
+      KVMESH_ASSIGN_OR_RETURN(SimResult res, RunFleetSim(pc, *w, policy));
       if (!res.pool_errors.empty()) {
         return InternalError(std::string(policy) + ": block pool invariant: " + res.pool_errors);
       }
@@ -203,6 +316,11 @@ StatusOr<std::vector<CalibrationResult>> RunRoutingPoint(const CalibrationOption
         {"fleet", std::to_string(pool.count) + " x TP" + std::to_string(kRoutingTp) +
                       " H100 llama-3.1-70b fp8 (aggregated)"},
         {"workload", rnd.workload},
+        {"workload_name", workload.name},
+        {"workload_source", workload.source},
+        {"isl_mean", workload.isl_mean},
+        {"osl_mean", workload.osl_mean},
+        {"trace_rate", workload.trace ? Opt(workload.trace_rate) : Opt(std::nullopt)},
         {"rate", rates[at]},
         {"rate_rule", "busiest rate of the ladder with random's mean TTFT <= " +
                           std::to_string(kRoutingTtftSla).substr(0, 4) + " s"},
@@ -237,6 +355,7 @@ Status CalibrationOptions::Validate() const {
   if (!(tolerance > 0 && tolerance < 1)) {
     return InvalidArgumentError("tolerance: must be in (0, 1), got " + std::to_string(tolerance));
   }
+  if (routing_workload.empty()) return InvalidArgumentError("routing_workload: empty");
   return Status::Ok();
 }
 

@@ -8,8 +8,10 @@
 //     of random routing over KV-aware routing: 3x (one line per KV-aware policy: kv:dynamo and
 //     kv:kvmesh).
 // The first two read the Pareto frontiers of two sweeps (sim/sweep.h); the third runs RunFleetSim
-// three times on one identically seeded workload. Every assumption the published setups leave
-// open (TP sizes, prefix sharing, load) is a named constant in calibrate.cc and in the docs.
+// three times on one identically seeded workload: by default Dynamo's router-benchmark Mooncake
+// trace, replayed with its prefix structure, lengths scaled to ISL 4k / OSL 800. Every assumption
+// the published setups leave open (TP sizes, prefix sharing, load) is a named constant in
+// calibrate.cc and in the docs.
 //
 // Invariants: the same options give the same output (the runs are seeded); a point whose frontier
 // does not reach the per-user speed reports simulated = null and within = false, never a guess.
@@ -36,6 +38,11 @@ struct CalibrationOptions {
   PerfConstants constants;    // fp8_weights is forced on (the published runs are FP8)
   uint64_t seed = 1;
   double tolerance = 0.15;    // |simulated / published - 1| <= tolerance
+  // kv_routing_ttft workload: a Mooncake-format trace (a file name under shared/data/traces, found
+  // with kv::FindSharedTrace, or a path) replayed with its prefix structure and arrival pattern,
+  // lengths scaled to the published ISL 4000 / OSL 800 averages; or "synthetic", the earlier
+  // guessed workload (sensitivity runs). The default is the trace Dynamo's router benchmark uses.
+  std::string routing_workload = "dynamo_mooncake_trace_1000.jsonl";
 
   // InvalidArgument naming the bad field (unknown point, tolerance outside (0, 1)).
   Status Validate() const;

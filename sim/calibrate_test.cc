@@ -9,11 +9,18 @@
 
 #include <nlohmann/json.hpp>
 
+#include "kv/trace_loader.h"
 #include "sim/sim_cli.h"
 #include "sim/sim_options.h"
 
 namespace kvmesh::sim {
 namespace {
+
+// The routing point's default workload is a shared trace (../shared/data/traces); without it the
+// tests that run the point use the synthetic workload or skip.
+bool HaveRoutingTrace() {
+  return kv::FindSharedTrace("dynamo_mooncake_trace_1000.jsonl").has_value();
+}
 
 int RunCmd(std::vector<std::string> args) {
   std::vector<char*> argv;
@@ -27,6 +34,7 @@ int RunCmd(std::vector<std::string> args) {
 TEST(CalibrateTest, QuickRunReportsEveryPointWithAConsistentVerdict) {
   CalibrationOptions o;
   o.quick = true;
+  if (!HaveRoutingTrace()) o.routing_workload = "synthetic";
   std::vector<std::string> seen;
   auto r = RunCalibration(o, [&](const CalibrationResult& c) { seen.push_back(c.point + c.policy); });
   ASSERT_TRUE(r.ok()) << r.status().ToString();
@@ -60,9 +68,55 @@ TEST(CalibrateTest, QuickRunReportsEveryPointWithAConsistentVerdict) {
     EXPECT_NEAR(*c.simulated,
                 d["ttft_mean_s"]["random"].get<double>() / d["ttft_mean_s"][c.policy].get<double>(),
                 1e-12);
-    // KV-aware routing hits the prefix cache more often than random routing.
-    EXPECT_GT(d["hit_ratio"][c.policy].get<double>(), d["hit_ratio"]["random"].get<double>()) << d.dump();
+    // On the trace's first 100 requests (three shared roots, cached everywhere after a few
+    // requests) the hit ratios of the policies are within noise of each other; the ordering is
+    // checked on the synthetic workload (RoutingWorkloadIsTheScaledTraceByDefault).
+    for (const char* p : {"random", c.policy.c_str()}) {
+      EXPECT_GE(d["hit_ratio"][p].get<double>(), 0) << d.dump();
+      EXPECT_LE(d["hit_ratio"][p].get<double>(), 1) << d.dump();
+    }
   }
+}
+
+// The routing point replays Dynamo's router-benchmark Mooncake trace by default, scaled to the
+// published averages; the synthetic guess stays available; a missing trace is NotFound.
+TEST(CalibrateTest, RoutingWorkloadIsTheScaledTraceByDefault) {
+  if (!HaveRoutingTrace()) GTEST_SKIP() << "shared trace not found";
+  CalibrationOptions o;
+  o.quick = true;
+  o.points = {"kv_routing_ttft"};
+  auto r = RunCalibration(o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_EQ(r->size(), 2u);
+  auto d = nlohmann::json::parse((*r)[0].details_json);
+  EXPECT_EQ(d["workload_name"], "dynamo_mooncake_trace_1000.jsonl") << d.dump();
+  EXPECT_NE(d["workload"].get<std::string>().find("trace mooncake"), std::string::npos) << d.dump();
+  EXPECT_NE(d["workload_source"].get<std::string>().find("real_data_benchmark.py"),
+            std::string::npos);
+  // Whole 16-token blocks per 512-token hash id: the mean ISL lands within a block's share of
+  // 4000; the output scale is exact up to rounding each request.
+  EXPECT_NEAR(d["isl_mean"].get<double>(), 4000, 4000.0 / 13) << d.dump();
+  EXPECT_NEAR(d["osl_mean"].get<double>(), 800, 5) << d.dump();
+  EXPECT_GT(d["trace_rate"].get<double>(), 0) << d.dump();
+
+  o.routing_workload = "synthetic";
+  r = RunCalibration(o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_EQ(r->size(), 2u);
+  d = nlohmann::json::parse((*r)[0].details_json);
+  EXPECT_NE(d["workload"].get<std::string>().find("synthetic poisson"), std::string::npos);
+  EXPECT_TRUE(d["trace_rate"].is_null());
+  // 200 prefix groups: KV-aware routing hits the prefix cache more often than random routing.
+  for (const CalibrationResult& c : *r) {
+    const auto dc = nlohmann::json::parse(c.details_json);
+    EXPECT_GT(dc["hit_ratio"][c.policy].get<double>(), dc["hit_ratio"]["random"].get<double>())
+        << dc.dump();
+  }
+
+  o.routing_workload = "no_such_trace.jsonl";
+  EXPECT_EQ(RunCalibration(o).status().code(), StatusCode::kNotFound);
+  o.routing_workload = "";
+  EXPECT_EQ(RunCalibration(o).status().code(), StatusCode::kInvalidArgument);
 }
 
 TEST(CalibrateTest, SameOptionsSameResult) {
@@ -70,6 +124,7 @@ TEST(CalibrateTest, SameOptionsSameResult) {
   o.quick = true;
   o.points = {"kv_routing_ttft"};
   o.num_requests = 60;
+  if (!HaveRoutingTrace()) o.routing_workload = "synthetic";
   auto a = RunCalibration(o);
   auto b = RunCalibration(o);
   ASSERT_TRUE(a.ok() && b.ok());
@@ -81,19 +136,21 @@ TEST(CalibrateTest, SameOptionsSameResult) {
 }
 
 TEST(CalibrateTest, CommandExitCodes) {
-  testing::internal::CaptureStdout();
-  EXPECT_EQ(RunCmd({"--quick", "--points", "kv_routing_ttft", "--num-requests", "60"}), 0);
-  const std::string out = testing::internal::GetCapturedStdout();
-  int lines = 0;
-  for (size_t i = 0; (i = out.find('\n', i)) != std::string::npos; ++i) ++lines;
-  EXPECT_EQ(lines, 2) << out;
-  EXPECT_NE(out.find("\"point\":\"kv_routing_ttft\""), std::string::npos) << out;
-  // --strict with a tolerance nothing meets: exit 3.
-  testing::internal::CaptureStdout();
-  EXPECT_EQ(RunCmd({"--quick", "--points=kv_routing_ttft", "--num-requests", "60", "--tolerance",
-                 "1e-9", "--strict"}),
-            3);
-  testing::internal::GetCapturedStdout();
+  if (HaveRoutingTrace()) {
+    testing::internal::CaptureStdout();
+    EXPECT_EQ(RunCmd({"--quick", "--points", "kv_routing_ttft", "--num-requests", "60"}), 0);
+    const std::string out = testing::internal::GetCapturedStdout();
+    int lines = 0;
+    for (size_t i = 0; (i = out.find('\n', i)) != std::string::npos; ++i) ++lines;
+    EXPECT_EQ(lines, 2) << out;
+    EXPECT_NE(out.find("\"point\":\"kv_routing_ttft\""), std::string::npos) << out;
+    // --strict with a tolerance nothing meets: exit 3.
+    testing::internal::CaptureStdout();
+    EXPECT_EQ(RunCmd({"--quick", "--points=kv_routing_ttft", "--num-requests", "60",
+                      "--tolerance", "1e-9", "--strict"}),
+              3);
+    testing::internal::GetCapturedStdout();
+  }
   EXPECT_EQ(RunCmd({"--points", "nope"}), 2);
   EXPECT_EQ(RunCmd({"--tolerance", "1.5"}), 2);
   EXPECT_EQ(RunCmd({"--num-requests", "x"}), 2);
@@ -143,6 +200,24 @@ TEST(CalibrateTest, DISABLED_FullCalibration) {
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   EXPECT_EQ(RunSimCommand(argv), 0);
+}
+
+// The kv_routing_ttft point on each candidate workload, one JSON line per policy and workload
+// (docs/simulator.md, "sensitivity to the workload"; ~1 min of CPU per workload):
+//   build/sim/kvmesh_sim_calibrate_test --gtest_also_run_disabled_tests
+//     --gtest_filter='*RoutingWorkloadSensitivity*'
+TEST(CalibrateTest, DISABLED_RoutingWorkloadSensitivity) {
+  for (const char* w : {"dynamo_mooncake_trace_1000.jsonl", "mooncake_conversation_trace.jsonl",
+                        "synthetic"}) {
+    CalibrationOptions o;
+    o.points = {"kv_routing_ttft"};
+    o.routing_workload = w;
+    auto r = RunCalibration(o, [&](const CalibrationResult& c) {
+      std::printf("%s\n", CalibrationResultJson(c, o.tolerance).c_str());
+      std::fflush(stdout);
+    });
+    EXPECT_TRUE(r.ok()) << w << ": " << r.status().ToString();
+  }
 }
 
 }  // namespace

@@ -183,7 +183,14 @@ Status SweepFlags::Validate() const {
   return workload.Validate();
 }
 
-Status CalibrateFlags::Validate() const { return perf.Validate(); }
+Status CalibrateFlags::Validate() const {
+  KVMESH_RETURN_IF_ERROR(perf.Validate());
+  if (calibration.routing_workload.empty()) {
+    return InvalidArgumentError(FlagName("routing_workload") +
+                                ": empty (a trace name, a trace path or synthetic)");
+  }
+  return Status::Ok();
+}
 
 Status PlacementFlags::Validate() const {
   KVMESH_RETURN_IF_ERROR(instance.Validate());

@@ -243,6 +243,8 @@ struct CalibrateFlags {
     v("num_requests", calibration.num_requests, "requests per simulated point; 0 = the point's default");
     v("seed", calibration.seed, "random seed");
     v("tolerance", calibration.tolerance, "relative tolerance of the verdict");
+    v("routing_workload", calibration.routing_workload,
+      "kv_routing_ttft workload: a trace under shared/data/traces, a trace path, or synthetic");
     perf.Visit(v);
     v("strict", strict, "exit 3 when a point is outside the tolerance");
   }

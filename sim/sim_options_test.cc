@@ -264,6 +264,8 @@ TEST(SimOptionsTest, CalibrateFlagsAndDefaults) {
   EXPECT_EQ(d->calibration.seed, 1u);
   EXPECT_EQ(d->calibration.tolerance, 0.15);
   EXPECT_FALSE(d->strict);
+  EXPECT_EQ(d->calibration.routing_workload, CalibrationOptions{}.routing_workload);
+  EXPECT_EQ(d->calibration.routing_workload, "dynamo_mooncake_trace_1000.jsonl");
   auto o = ParseCalibrateArgs(std::vector<std::string>{"--quick", "--num-requests", "50", "--tolerance", "0.2",
                                                        "--decode-hbm-efficiency", "0.9"},
                               NoEnv());
@@ -272,7 +274,17 @@ TEST(SimOptionsTest, CalibrateFlagsAndDefaults) {
   EXPECT_EQ(o->calibration.num_requests, 50u);
   EXPECT_EQ(o->calibration.tolerance, 0.2);
   EXPECT_EQ(o->calibration.constants.decode_hbm_efficiency, 0.9);
+  for (const std::string w : {"synthetic", "mooncake_conversation_trace.jsonl", "/data/t.jsonl"}) {
+    auto r = ParseCalibrateArgs(std::vector<std::string>{"--routing-workload", w}, NoEnv());
+    ASSERT_TRUE(r.ok()) << w << ": " << r.status().ToString();
+    EXPECT_EQ(r->calibration.routing_workload, w);
+  }
+  auto env = ParseCalibrateArgs({}, MapEnvLookup({{"KVMESH_SIM_CALIBRATE_ROUTING_WORKLOAD", "synthetic"}}));
+  ASSERT_TRUE(env.ok()) << env.status().ToString();
+  EXPECT_EQ(env->calibration.routing_workload, "synthetic");
   ExpectRejected<CalibrateCliOptions>(ParseCalibrateArgs, {
+      {{"--routing-workload", ""}, "--routing-workload: empty"},
+      {{"--routing-workload="}, "--routing-workload: empty"},
       {{"--tolerance", "2"}, "--tolerance"},
       {{"--seed", "-3"}, "--seed"},
       {{"--points", "disagg_9node"}, "disagg_9node"},
@@ -411,6 +423,8 @@ TEST(SimOptionsTest, HelpComesFromTheDeclarations) {
             "--num-requests <uint64>  requests in the workload (default 400) [env KVMESH_SIM_SWEEP_NUM_REQUESTS]"},
            {ParseCalibrateArgs(std::vector<std::string>{"--help"}, NoEnv())->help, CalibrateUsage(),
             "--tolerance <double>  relative tolerance of the verdict (default 0.15)"},
+           {ParseCalibrateArgs(std::vector<std::string>{"--help"}, NoEnv())->help, CalibrateUsage(),
+            "(default \"dynamo_mooncake_trace_1000.jsonl\") [env KVMESH_SIM_CALIBRATE_ROUTING_WORKLOAD]"},
            {ParsePlacementArgs(std::vector<std::string>{"--help"}, NoEnv())->help, PlacementUsage(),
             "--requests <uint64>  requests in the workload (default 6000) [env KVMESH_SIM_PLACEMENT_REQUESTS]"},
            {ParsePlannerArgs(std::vector<std::string>{"--help"}, NoEnv())->help, PlannerUsage(),

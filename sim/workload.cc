@@ -232,6 +232,13 @@ class TraceWorkload final : public Workload {
     if (period_s_ <= 0) period_s_ = 1.0;
     total_ = static_cast<uint64_t>(n) * std::max<uint32_t>(o_.repeat, 1);
     if (o_.max_requests > 0) total_ = std::min(total_, o_.max_requests);
+    // Sub-blocks per hash id: exact (trace_block_tokens is a multiple of block_size) when
+    // unscaled, else the scaled span rounded to whole blocks.
+    sub_blocks_ = o_.input_scale == 1.0
+                      ? o_.trace_block_tokens / o_.block_size
+                      : static_cast<uint32_t>(std::max(
+                            1.0, std::round(o_.trace_block_tokens * o_.input_scale /
+                                            static_cast<double>(o_.block_size))));
   }
 
   std::optional<SimRequest> Next() override {
@@ -244,7 +251,7 @@ class TraceWorkload final : public Workload {
     r.input_tokens = rec.input_tokens;
     r.output_tokens = rec.output_tokens;
     const uint32_t bs = o_.block_size;
-    const uint32_t sub = o_.trace_block_tokens / bs;  // sub-blocks per hash id
+    const uint32_t sub = sub_blocks_;
     const uint32_t blocks = rec.input_tokens / bs;
     const uint64_t copy_salt = SplitMix64(o_.seed ^ SplitMix64(copy + 1));
     r.hashes.resize(blocks);
@@ -268,6 +275,10 @@ class TraceWorkload final : public Workload {
       << " repeat=" << o_.repeat << " requests=" << total_ << " time_scale=" << o_.time_scale
       << " block=" << o_.block_size;
     if (format_ == "mooncake") s << " trace_block=" << o_.trace_block_tokens;
+    if (o_.input_scale != 1.0 || o_.output_scale != 1.0) {
+      s << " input_scale=" << o_.input_scale << " output_scale=" << o_.output_scale;
+      if (format_ == "mooncake") s << " id_blocks=" << sub_blocks_;
+    }
     s << " seed=" << o_.seed;
     return s.str();
   }
@@ -279,6 +290,7 @@ class TraceWorkload final : public Workload {
   double period_s_ = 1;
   uint64_t total_ = 0;
   uint64_t next_ = 0;
+  uint32_t sub_blocks_ = 1;  // blocks of block_size per trace hash id
 };
 
 bool EndsWith(const std::string& s, std::string_view suffix) {
@@ -296,7 +308,7 @@ StatusOr<std::vector<CompactRecord>> LoadMooncake(const TraceOptions& o) {
     CompactRecord c;
     c.time_s = (t.timestamp_ms - first_ms) / 1000.0;
     c.input_tokens = t.input_length;
-    c.output_tokens = std::max<uint32_t>(t.output_length, 1);
+    c.output_tokens = t.output_length;  // 0 becomes 1 after scaling (MakeTraceWorkload)
     c.hash_ids = std::move(t.hash_ids);
     c.hash_ids.shrink_to_fit();
     out.push_back(std::move(c));
@@ -419,7 +431,7 @@ StatusOr<std::vector<CompactRecord>> LoadAzure(const TraceOptions& o) {
     CompactRecord c;
     c.time_s = *t - first;
     c.input_tokens = *ctx;
-    c.output_tokens = std::max<uint32_t>(*gen, 1);
+    c.output_tokens = *gen;  // 0 becomes 1 after scaling (MakeTraceWorkload)
     out.push_back(std::move(c));
     if (limit > 0 && out.size() >= limit) break;
   }
@@ -461,6 +473,12 @@ StatusOr<std::unique_ptr<Workload>> MakeTraceWorkload(const TraceOptions& o) {
   if (o.block_size == 0) return bad("block_size must be > 0");
   if (!(o.time_scale > 0) || std::isinf(o.time_scale)) return bad("time_scale must be > 0");
   if (o.repeat == 0) return bad("repeat must be >= 1");
+  if (!(o.input_scale > 0 && o.input_scale <= 16)) {
+    return bad("input_scale must be in (0, 16], got " + std::to_string(o.input_scale));
+  }
+  if (!(o.output_scale > 0 && o.output_scale <= 16)) {
+    return bad("output_scale must be in (0, 16], got " + std::to_string(o.output_scale));
+  }
   std::string lower = o.path;
   for (char& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
   std::vector<CompactRecord> records;
@@ -485,7 +503,15 @@ StatusOr<std::unique_ptr<Workload>> MakeTraceWorkload(const TraceOptions& o) {
       records.begin(), records.end(),
       [](const CompactRecord& a, const CompactRecord& b) { return a.time_s < b.time_s; });
   const double first = records.front().time_s;
-  for (CompactRecord& r : records) r.time_s -= first;
+  auto scaled = [](uint32_t tokens, double scale) {
+    if (scale == 1.0) return std::max<uint32_t>(tokens, 1);
+    return static_cast<uint32_t>(std::clamp(std::round(tokens * scale), 1.0, 4294967295.0));
+  };
+  for (CompactRecord& r : records) {
+    r.time_s -= first;
+    r.input_tokens = scaled(r.input_tokens, o.input_scale);
+    r.output_tokens = scaled(r.output_tokens, o.output_scale);
+  }
   records.shrink_to_fit();
   return std::unique_ptr<Workload>(new TraceWorkload(o, format, std::move(records)));
 }

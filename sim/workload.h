@@ -12,7 +12,8 @@
 //    deterministic sub-block hashes chained as real sequence hashes) and Azure 2023 CSV
 //    (TIMESTAMP, ContextTokens, GeneratedTokens: no prefix information, so prompts share nothing).
 //    `time_scale` stretches arrival times (0.5 = twice as fast), `max_requests` truncates, and
-//    `repeat` replays the trace back to back with fresh hashes for each copy (for 1M-request runs).
+//    `repeat` replays the trace back to back with fresh hashes for each copy (for 1M-request runs);
+//    `input_scale` / `output_scale` stretch or shrink the lengths, keeping the prefix structure.
 //
 // Invariants: arrivals are non-decreasing; every request has input_tokens >= 1, output_tokens >= 1;
 // hashes.size() == input_tokens / block_size (full blocks only); the same options give the same
@@ -81,6 +82,14 @@ struct TraceOptions {
   uint32_t block_size = 16;
   uint32_t trace_block_tokens = 512;  // Mooncake hash_id granularity
   uint64_t seed = 1;
+  // Length scaling, to replay a trace's prefix structure at other average lengths (the
+  // kv_routing_ttft calibration point). input_tokens = max(1, round(input_length * input_scale))
+  // and one hash id covers max(1, round(trace_block_tokens * input_scale / block_size)) blocks, so
+  // two prompts share the same fraction of their (scaled) lengths as in the trace; choose
+  // input_scale = k * block_size / trace_block_tokens to keep the hash-id span exact.
+  // output_tokens = max(1, round(output_length * output_scale)). Both in (0, 16].
+  double input_scale = 1.0;
+  double output_scale = 1.0;
 };
 
 // InvalidArgument/NotFound with the file and line for unreadable or malformed traces.

@@ -354,6 +354,51 @@ TEST_F(TraceWorkloadTest, MooncakeTimeScaleRepeatAndTruncation) {
   EXPECT_EQ(Load(o)[1].hashes, a[1].hashes);
 }
 
+// Length scaling keeps the prefix structure: a hash id covers the scaled span (13/32 of 512
+// tokens = 13 blocks of 16), so prompts share the same fraction of their scaled lengths.
+TEST_F(TraceWorkloadTest, MooncakeLengthScaleKeepsThePrefixStructure) {
+  TraceOptions o;
+  o.path = Write("t.jsonl", kMooncake);
+  o.input_scale = 13.0 / 32;
+  o.output_scale = 4;
+  auto reqs = Load(o);
+  ASSERT_EQ(reqs.size(), 3u);
+  CheckInvariants(reqs, 16);
+  EXPECT_EQ(reqs[0].input_tokens, 416u);  // 1024 x 0.40625
+  EXPECT_EQ(reqs[1].input_tokens, 609u);  // round(609.375)
+  EXPECT_EQ(reqs[2].input_tokens, 244u);  // round(243.75)
+  EXPECT_EQ(reqs[0].output_tokens, 40u);
+  EXPECT_EQ(reqs[1].output_tokens, 80u);
+  EXPECT_EQ(reqs[2].output_tokens, 1u);  // output 0 stays at the 1-token floor
+  EXPECT_EQ(CommonPrefix(reqs[0].hashes, reqs[1].hashes), 26u);  // ids [0, 1] = 2 x 13 blocks
+  EXPECT_EQ(CommonPrefix(reqs[0].hashes, reqs[2].hashes), 13u);  // id 0
+  EXPECT_DOUBLE_EQ(reqs[1].arrival_s, 0.5);                       // arrivals unchanged
+  EXPECT_NE((*MakeTraceWorkload(o))->Describe().find("input_scale=0.40625 output_scale=4"),
+            std::string::npos);
+  // A scale that does not give whole blocks per id rounds the span: 512 x 0.3 / 16 = 9.6 -> 10.
+  o.input_scale = 0.3;
+  o.output_scale = 1;
+  reqs = Load(o);
+  EXPECT_EQ(reqs[0].input_tokens, 307u);
+  EXPECT_EQ(CommonPrefix(reqs[0].hashes, reqs[1].hashes), 19u);  // all of the 19-block prompt
+  EXPECT_EQ(CommonPrefix(reqs[0].hashes, reqs[2].hashes), 10u);
+  // Unscaled replay is unchanged (and output 0 is still replayed as 1 token).
+  o.input_scale = 1;
+  EXPECT_EQ(Load(o)[2].output_tokens, 1u);
+  for (double bad : {0.0, -1.0, 17.0, std::nan("")}) {
+    o.input_scale = bad;
+    EXPECT_EQ(MakeTraceWorkload(o).status().code(), StatusCode::kInvalidArgument) << bad;
+    o.input_scale = 1;
+    o.output_scale = bad;
+    auto w = MakeTraceWorkload(o);
+    EXPECT_EQ(w.status().code(), StatusCode::kInvalidArgument) << bad;
+    if (!w.ok()) {
+      EXPECT_NE(w.status().message().find("output_scale"), std::string::npos);
+    }
+    o.output_scale = 1;
+  }
+}
+
 TEST_F(TraceWorkloadTest, AzureCsvParsesDatetimesAndSharesNothing) {
   // The first lines of AzureLLMInferenceTrace_conv_2023.csv, then a midnight crossing.
   TraceOptions o;
