@@ -536,8 +536,8 @@ void PrefixIndex::QueryInto(std::span<const BlockHash> hashes, QueryOptions opti
 
 namespace {
 
-// Query state of 64 worker slots (one word of the slot bitsets).
-struct QueryWord {
+// Query state of 64 worker slots (one word of the slot bitsets). 64 bytes, so indexing is a shift.
+struct alignas(64) QueryWord {
   uint64_t conf;          // A_c: confirmed run still going at the current block
   uint64_t pred;          // A_p: run counting live predictions still going (A_c is a subset)
   uint64_t next_conf;     // the same after folding the current block
@@ -585,21 +585,27 @@ template <typename F>
 // prefix that is nearly every word; the few others (tier exceptions are random) are found without
 // a branch per word, so each costs no branch misprediction here. A separate function, so the
 // fold's register pressure stays out of this loop.
+// `active` is ascending (words are adopted in order and compaction keeps it), so the words past
+// the bitsets, where nobody holds the block (always changed), are a suffix: the loop runs over
+// the others without a bounds check.
 [[gnu::noinline]] uint64_t ChangedWords(const uint32_t* active, size_t n, const QueryWord* qw,
                                         const uint64_t* g0, uint32_t words) {
+  KVMESH_DCHECK(n >= 1 && n <= 64);
+  size_t n_in = n;
+  while (n_in != 0 && active[n_in - 1] >= words) --n_in;
+  // Bits n_in..n-1.
+  const uint64_t below_n = n == 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1;
+  const uint64_t below_in = n_in == 64 ? ~uint64_t{0} : (uint64_t{1} << n_in) - 1;
+  uint64_t changed = below_n & ~below_in;
   const uint64_t* const g1 = g0 + words;
   const uint64_t* const g2 = g1 + words;
-  uint64_t changed = 0;
-  for (size_t k = 0; k < n; ++k) {
+  for (size_t k = 0; k < n_in; ++k) {
     const uint32_t j = active[k];
-    const bool in = j < words;  // a word past the bitsets: nobody there holds the block
-    const uint32_t jj = in ? j : 0;
-    const uint64_t a0 = g0[jj];
-    const uint64_t a12 = g1[jj] | g2[jj];
-    const uint64_t conf = qw[j].conf;
-    const uint64_t pred = qw[j].pred;
-    const uint64_t x = (conf & ~a0) | (conf & a12) | (pred & ~(a0 | a12));
-    changed |= static_cast<uint64_t>((x != 0) | !in) << k;
+    KVMESH_DCHECK(j < words && (k == 0 || active[k - 1] < j));
+    const uint64_t a0 = g0[j];
+    const uint64_t a12 = g1[j] | g2[j];
+    const uint64_t x = (qw[j].conf & (~a0 | a12)) | (qw[j].pred & ~(a0 | a12));
+    changed |= static_cast<uint64_t>(x != 0) << k;
   }
   return changed;
 }

@@ -243,9 +243,17 @@ class KvPolicy final : public RoutingPolicy {
     const double ow = overlap_weight_;
     // With nothing cached, prefill_blocks = max(0, prompt_blocks - 0) = prompt_blocks.
     const double unmatched_prefill = ow * prompt_blocks;
-    // x / bs == x * (1 / bs) exactly when bs is a power of two (the usual block sizes).
+    // kvmesh's router-side load in blocks: prefill_tokens / bs + kDecodeBlockWeight *
+    // decode_blocks + kQueueBlocksPerRequest * inflight. With bs a power of two every term is a
+    // multiple of 1 / den (den = max(bs, 4)), so the load is one integer sum
+    // (tokens * den/bs + decode * den/4 + inflight * den) times 1 / den: one conversion and one
+    // multiply per candidate, and exactly the sum of the three terms (below 2^53 / den blocks).
+    static_assert(kDecodeBlockWeight == 0.25 && kQueueBlocksPerRequest == 1.0,
+                  "the integer load sum below assumes these weights");
     const bool bs_pow2 = std::has_single_bit(bs);
-    const double inv_bs = 1.0 / bs;
+    const uint64_t den = std::max<uint64_t>(bs, 4);
+    const uint64_t tok_mul = den / bs, dec_mul = den / 4, queue_mul = den;
+    const double inv_den = 1.0 / static_cast<double>(den);
     const double rtt_scale = rtt_blocks_per_ms_;
     double* const costs = s.costs.data();
     uint32_t* const ties = s.ties.data();
@@ -256,18 +264,24 @@ class KvPolicy final : public RoutingPolicy {
       return static_cast<double>(
           static_cast<int64_t>(counter.load(std::memory_order_relaxed)));
     };
-    // dyn: std::bool_constant<dynamo>, so each pass compiles without the branch.
-    auto cost_of = [&](auto dyn, const WorkerState& w, double prefill)
+    // dyn: std::bool_constant<dynamo>; pow2: std::bool_constant<bs_pow2> (kvmesh only), so each
+    // pass compiles without the branches.
+    auto cost_of = [&](auto dyn, auto pow2, const WorkerState& w, double prefill)
                        __attribute__((always_inline)) {
       if constexpr (decltype(dyn)::value) {
         return prefill + count(w.decode_blocks);
       } else {
-        const double tokens = count(w.prefill_tokens);
-        const double queued_prefill_blocks = bs_pow2 ? tokens * inv_bs : tokens / bs;
-        const double decode_blocks = count(w.decode_blocks);
-        const double queue = count(w.inflight);
-        return prefill + queued_prefill_blocks + kDecodeBlockWeight * decode_blocks +
-               kQueueBlocksPerRequest * queue + rtt_scale * w.rtt_ms;
+        double load;
+        if constexpr (decltype(pow2)::value) {
+          const uint64_t units = w.prefill_tokens.load(std::memory_order_relaxed) * tok_mul +
+                                 w.decode_blocks.load(std::memory_order_relaxed) * dec_mul +
+                                 w.inflight.load(std::memory_order_relaxed) * queue_mul;
+          load = static_cast<double>(static_cast<int64_t>(units)) * inv_den;
+        } else {
+          load = count(w.prefill_tokens) / bs + kDecodeBlockWeight * count(w.decode_blocks) +
+                 kQueueBlocksPerRequest * count(w.inflight);
+        }
+        return (prefill + load) + rtt_scale * w.rtt_ms;
       }
     };
     auto matched_prefill = [&](const kv::WorkerMatch& m) __attribute__((always_inline)) {
@@ -309,30 +323,34 @@ class KvPolicy final : public RoutingPolicy {
     double min_cost = std::numeric_limits<double>::infinity();
     size_t num_ties = 0;
     // keep: std::bool_constant<keep_costs>.
-    auto pass = [&](auto dyn, auto keep) __attribute__((always_inline)) {
+    auto pass = [&](auto dyn, auto pow2, auto keep) __attribute__((always_inline)) {
       double min1 = std::numeric_limits<double>::infinity();
       size_t nt = 0;
       for (size_t i = 0; i < n; ++i) {
         const WorkerState& w = *cand[i];
-        const double c = cost_of(dyn, w, prefill_of[match_of(w.id)]);
+        const double c = cost_of(dyn, pow2, w, prefill_of[match_of(w.id)]);
         if constexpr (decltype(keep)::value) costs[i] = c;
-        if (c < min1) {
-          min1 = c;
-          nt = 0;
-          ties[nt++] = static_cast<uint32_t>(i);
-        } else if (c == min1) {
+        // Most candidates cost more than the running minimum: one compare rejects them (NaN
+        // too: it compares false).
+        if (c <= min1) [[unlikely]] {
+          if (c < min1) {
+            min1 = c;
+            nt = 0;
+          }
           ties[nt++] = static_cast<uint32_t>(i);
         }
       }
       min_cost = min1;
       num_ties = nt;
     };
+    using T = std::true_type;
+    using F = std::false_type;
     if (dynamo) {
-      keep_costs ? pass(std::true_type{}, std::true_type{})
-                 : pass(std::true_type{}, std::false_type{});
+      keep_costs ? pass(T{}, F{}, T{}) : pass(T{}, F{}, F{});
+    } else if (bs_pow2) {
+      keep_costs ? pass(F{}, T{}, T{}) : pass(F{}, T{}, F{});
     } else {
-      keep_costs ? pass(std::false_type{}, std::true_type{})
-                 : pass(std::false_type{}, std::false_type{});
+      keep_costs ? pass(F{}, F{}, T{}) : pass(F{}, F{}, F{});
     }
     // The maximum matters to the softmax only.
     double max_cost = min_cost;
@@ -356,8 +374,9 @@ class KvPolicy final : public RoutingPolicy {
         pick_cost = min_cost;
       } else {  // no cost compared equal to the minimum (NaN costs): candidate 0, as before
         const double prefill = prefill_of[match_of(cand[0]->id)];
-        pick_cost = dynamo ? cost_of(std::true_type{}, *cand[0], prefill)
-                           : cost_of(std::false_type{}, *cand[0], prefill);
+        pick_cost = dynamo    ? cost_of(T{}, F{}, *cand[0], prefill)
+                    : bs_pow2 ? cost_of(F{}, T{}, *cand[0], prefill)
+                              : cost_of(F{}, F{}, *cand[0], prefill);
       }
     }
     RouteChoice choice;
@@ -376,10 +395,11 @@ class KvPolicy final : public RoutingPolicy {
  private:
   // The costs (docs/routing.md), with prefill_blocks = max(0, prompt_blocks - cached):
   //   dynamo: overlap_weight * prefill_blocks + decode_blocks, cached = confirmed overlap;
-  //   kvmesh: overlap_weight * prefill_blocks + prefill_tokens_in_flight / block_size
-  //           + kDecodeBlockWeight * decode_blocks + kQueueBlocksPerRequest * inflight
-  //           + rtt_ms / rtt_block_ms (0 unless a worker has rtt_ms: the global tier),
-  //           cached = CachedBlocks() (tier-aware and predicted overlap).
+  //   kvmesh: (overlap_weight * prefill_blocks + load) + rtt_ms / rtt_block_ms, where
+  //           load = prefill_tokens_in_flight / block_size + kDecodeBlockWeight * decode_blocks
+  //                  + kQueueBlocksPerRequest * inflight (summed first, in that order), the rtt
+  //           term 0 unless a worker has rtt_ms (the global tier), cached = CachedBlocks()
+  //           (tier-aware and predicted overlap).
   // kvmesh's cached blocks of a worker: tier-aware and predicted overlap (0 without a match).
   static double CachedBlocks(const kv::WorkerMatch* m) {
     double cached = 0;

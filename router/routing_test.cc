@@ -520,12 +520,14 @@ TEST(RoutingTest, ThousandSparseIdsMapToTheirOverlaps) {
 // The documented costs computed the straightforward way (a linear search for each candidate's
 // match, one formula per worker), independent of Choose()'s two-pass layout.
 double ReferenceCost(const std::string& cost, const WorkerState& w, const kv::QueryResult& q,
-                     uint32_t prompt_tokens, double overlap_weight, double rtt_block_ms = 1.0) {
+                     uint32_t prompt_tokens, double overlap_weight, double rtt_block_ms = 1.0,
+                     uint32_t block_size = kBlock) {
   const kv::WorkerMatch* m = nullptr;
   for (const kv::WorkerMatch& x : q.workers) {
     if (x.worker == w.id) m = &x;
   }
-  const double prompt_blocks = static_cast<double>((prompt_tokens + kBlock - 1) / kBlock);
+  const double prompt_blocks =
+      static_cast<double>((prompt_tokens + block_size - 1) / block_size);
   const double decode_blocks = static_cast<double>(w.decode_blocks.load());
   if (cost == "dynamo") {
     const double overlap = m ? m->matched_blocks : 0;
@@ -542,17 +544,19 @@ double ReferenceCost(const std::string& cost, const WorkerState& w, const kv::Qu
                                    : 0;
     cached = g1 + 0.75 * g2 + 0.5 * g3 + 0.5 * predicted;
   }
-  return overlap_weight * std::max(0.0, prompt_blocks - cached) +
-         static_cast<double>(w.prefill_tokens.load()) / kBlock + 0.25 * decode_blocks +
-         1.0 * static_cast<double>(w.inflight.load()) +
+  const double load = static_cast<double>(w.prefill_tokens.load()) / block_size +
+                     0.25 * decode_blocks + 1.0 * static_cast<double>(w.inflight.load());
+  return (overlap_weight * std::max(0.0, prompt_blocks - cached) + load) +
          (rtt_block_ms > 0 ? w.rtt_ms / rtt_block_ms : 0.0);
 }
 
 // Random fleets (dense and sparse ids, shuffled order, load ranges narrow enough for many ties)
 // and random query results (matches on candidates and on other workers, fewer and more than 8):
 // the chosen worker always has the minimum reference cost, its reported cost is that cost, and
-// its overlaps are its own; tied workers are all reachable.
+// its overlaps are its own; tied workers are all reachable. Block sizes: powers of two below and
+// above the 4 of the decode weight's 1/4 (the integer load sum) and others (the double sum).
 TEST(RoutingTest, FastPassChoosesLikeTheStraightforwardComputation) {
+  const uint32_t kBlockSizes[] = {16, 1, 2, 4, 12, 32, 7, 16};
   std::mt19937_64 rng(2026);
   auto rand = [&rng](uint64_t n) { return rng() % n; };
   for (int trial = 0; trial < 300; ++trial) {
@@ -588,13 +592,14 @@ TEST(RoutingTest, FastPassChoosesLikeTheStraightforwardComputation) {
       q.workers.push_back(m);
     }
     const uint32_t prompt_tokens = static_cast<uint32_t>(1 + rand(1000));
+    const uint32_t bs = kBlockSizes[trial % std::size(kBlockSizes)];
     const std::vector<kv::BlockHash> no_hashes;
     for (const char* cost : {"kvmesh", "dynamo"}) {
       const double ow = trial % 4 == 0 ? 0.5 + static_cast<double>(rand(8)) / 4 : 1.0;
       auto policy = MakePolicy("kv", cost, 0, ow, static_cast<uint64_t>(trial));
       std::vector<double> ref(n);
       for (size_t i = 0; i < n; ++i) {
-        ref[i] = ReferenceCost(cost, *fleet.all[i], q, prompt_tokens, ow);
+        ref[i] = ReferenceCost(cost, *fleet.all[i], q, prompt_tokens, ow, 1.0, bs);
       }
       const double min_ref = *std::min_element(ref.begin(), ref.end());
       auto close = [](double a, double b) { return std::abs(a - b) <= 1e-9 * (1 + std::abs(b)); };
@@ -602,7 +607,9 @@ TEST(RoutingTest, FastPassChoosesLikeTheStraightforwardComputation) {
       for (double c : ref) tied += close(c, min_ref);
       std::set<WorkerState*> chosen;
       for (int rep = 0; rep < (tied > 1 ? 40 : 1); ++rep) {
-        const RouteChoice c = policy->Choose(Input(no_hashes, prompt_tokens), fleet.all, q);
+        RouteInput in = Input(no_hashes, prompt_tokens);
+        in.block_size = bs;
+        const RouteChoice c = policy->Choose(in, fleet.all, q);
         const size_t i = fleet.IndexOf(c.worker);
         ASSERT_LT(i, n);
         ASSERT_TRUE(close(c.cost, ref[i])) << "trial " << trial << " " << cost << " " << c.cost
