@@ -232,13 +232,11 @@ class TraceWorkload final : public Workload {
     if (period_s_ <= 0) period_s_ = 1.0;
     total_ = static_cast<uint64_t>(n) * std::max<uint32_t>(o_.repeat, 1);
     if (o_.max_requests > 0) total_ = std::min(total_, o_.max_requests);
-    // Sub-blocks per hash id: exact (trace_block_tokens is a multiple of block_size) when
-    // unscaled, else the scaled span rounded to whole blocks.
-    sub_blocks_ = o_.input_scale == 1.0
-                      ? o_.trace_block_tokens / o_.block_size
-                      : static_cast<uint32_t>(std::max(
-                            1.0, std::round(o_.trace_block_tokens * o_.input_scale /
-                                            static_cast<double>(o_.block_size))));
+    // Sub-blocks per hash id: the scaled span rounded to whole blocks (exact when unscaled:
+    // trace_block_tokens is a multiple of block_size).
+    sub_blocks_ = static_cast<uint32_t>(
+        std::max(1.0, std::round(o_.trace_block_tokens * o_.input_scale /
+                                 static_cast<double>(o_.block_size))));
   }
 
   std::optional<SimRequest> Next() override {
@@ -504,7 +502,6 @@ StatusOr<std::unique_ptr<Workload>> MakeTraceWorkload(const TraceOptions& o) {
       [](const CompactRecord& a, const CompactRecord& b) { return a.time_s < b.time_s; });
   const double first = records.front().time_s;
   auto scaled = [](uint32_t tokens, double scale) {
-    if (scale == 1.0) return std::max<uint32_t>(tokens, 1);
     return static_cast<uint32_t>(std::clamp(std::round(tokens * scale), 1.0, 4294967295.0));
   };
   for (CompactRecord& r : records) {
