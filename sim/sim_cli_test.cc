@@ -10,6 +10,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "kv/trace_loader.h"
+
 namespace kvmesh::sim {
 namespace {
 
@@ -100,6 +102,42 @@ TEST(SimCliTest, RunsEveryPolicyAndWritesJson) {
   EXPECT_EQ(RunCli({"--agg", "x"}), 2);
   EXPECT_EQ(RunCli({"--trace", "/nonexistent/trace.jsonl"}), 2);
   EXPECT_EQ(RunCli({"--help"}), 0);
+}
+
+// --input-scale / --output-scale reach the trace replay: the mean lengths of the replayed
+// requests scale, and a value outside (0, 16] is a usage error naming the field.
+TEST(SimCliTest, TraceLengthScales) {
+  const auto trace = kv::FindSharedTrace("dynamo_mooncake_trace_1000.jsonl");
+  if (!trace) GTEST_SKIP() << "shared/data/traces not found (set KVMESH_SHARED_DIR)";
+  const std::string dir = std::filesystem::temp_directory_path().string();
+  auto run = [&](const std::vector<std::string>& extra, nlohmann::json* result) {
+    const std::string out =
+        dir + "/kvmesh_sim_scale_" + std::to_string(::getpid()) + ".json";
+    std::vector<std::string> args = {"--agg", "2", "--trace", *trace, "--max-requests", "40",
+                                     "--policies", "kv:kvmesh", "--quiet", "--out", out};
+    args.insert(args.end(), extra.begin(), extra.end());
+    const int rc = RunCli(args);
+    if (rc == 0 && result != nullptr) {
+      std::ifstream f(out);
+      std::stringstream ss;
+      ss << f.rdbuf();
+      *result = nlohmann::json::parse(ss.str()).at(0);
+    }
+    std::filesystem::remove(out);
+    return rc;
+  };
+  nlohmann::json plain, scaled;
+  ASSERT_EQ(run({}, &plain), 0);
+  ASSERT_EQ(run({"--input-scale", "0.5", "--output-scale", "2"}, &scaled), 0);
+  EXPECT_EQ(scaled["completed"], 40);
+  EXPECT_EQ(scaled["leaked_blocks"], 0);
+  const std::string w = scaled["workload"].get<std::string>();
+  EXPECT_NE(w.find("input_scale=0.5 output_scale=2"), std::string::npos) << w;
+  EXPECT_EQ(plain["workload"].get<std::string>().find("input_scale"), std::string::npos);
+  // Half the prompt tokens: the simulated prefill work (and so its TTFT) shrinks.
+  EXPECT_LT(scaled["ttft_s"]["mean"].get<double>(), plain["ttft_s"]["mean"].get<double>());
+  EXPECT_EQ(run({"--input-scale", "0"}, nullptr), 2);
+  EXPECT_EQ(run({"--output-scale", "17"}, nullptr), 2);
 }
 
 }  // namespace

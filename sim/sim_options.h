@@ -158,6 +158,9 @@ struct SimFlags {
     v("time_scale", trace_options.time_scale, "trace time multiplier (0.5 = twice as fast)");
     v("max_requests", trace_options.max_requests, "truncate the trace; 0 = all");
     v("repeat", trace_options.repeat, "replay the trace this many times back to back");
+    v("input_scale", trace_options.input_scale,
+      "trace prompt length multiplier, in (0, 16]; a hash id's blocks scale with it");
+    v("output_scale", trace_options.output_scale, "trace output length multiplier, in (0, 16]");
     v("sla_ttft_ms", sla_ttft_ms, "goodput SLA: TTFT, ms");
     v("sla_itl_ms", sla_itl_ms, "goodput SLA: mean inter-token latency, ms");
     v("seed", config.seed, "random seed (workload and router)");

@@ -87,7 +87,12 @@ TEST(SimOptionsTest, SimAcceptsEveryDocumentedFlag) {
       {{"--trace", "t.jsonl", "--time-scale", "0.5", "--max-requests", "10", "--repeat", "2"},
        [](const O& o) {
          return o.trace && o.trace_options.path == "t.jsonl" && o.trace_options.time_scale == 0.5 &&
-                o.trace_options.max_requests == 10 && o.trace_options.repeat == 2;
+                o.trace_options.max_requests == 10 && o.trace_options.repeat == 2 &&
+                o.trace_options.input_scale == 1.0 && o.trace_options.output_scale == 1.0;
+       }},
+      {{"--trace", "t.jsonl", "--input-scale", "0.40625", "--output-scale", "4"},
+       [](const O& o) {
+         return o.trace_options.input_scale == 0.40625 && o.trace_options.output_scale == 4.0;
        }},
       {{"--sla-ttft-ms", "1000", "--sla-itl-ms", "25"},
        [](const O& o) { return o.config.sla_ttft_s == 1 && o.config.sla_itl_s == 0.025; }},
