@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "common/http_client.h"
+#include "common/wait_for_testutil.h"
 #include "operator/controller/graph_cluster_testutil.h"
 #include "operator/kube/informer.h"
 
@@ -18,13 +19,9 @@ namespace {
 using json = nlohmann::json;
 using std::chrono::milliseconds;
 
+// Reconciles take longer than the kube tests' waits: 10 s, polled every 10 ms.
 bool WaitFor(const std::function<bool()>& pred, milliseconds timeout = milliseconds(10000)) {
-  auto end = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(milliseconds(10));
-  }
-  return pred();
+  return test_util::WaitFor(pred, timeout, milliseconds(10));
 }
 
 class ReconcilerTest : public testing::GraphClusterTest {

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <thread>
 
+#include "common/wait_for_testutil.h"
 #include "operator/kube/scripted_api_server_testutil.h"
 
 namespace kvmesh::kube {
@@ -25,14 +26,7 @@ json ConfigMap(const std::string& name, const std::string& value = "v",
           {"data", {{"k", value}}}};
 }
 
-bool WaitFor(const std::function<bool()>& pred, milliseconds timeout = milliseconds(5000)) {
-  auto end = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(milliseconds(5));
-  }
-  return pred();
-}
+using test_util::WaitFor;
 
 // Records handler calls as "add ns/x", "update ns/x v->v2", "delete ns/x", and checks that the
 // cache already reflects each change when its handler runs.

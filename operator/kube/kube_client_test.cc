@@ -5,6 +5,7 @@
 
 #include <thread>
 
+#include "common/wait_for_testutil.h"
 #include "operator/kube/scripted_api_server_testutil.h"
 
 namespace kvmesh::kube {
@@ -220,12 +221,7 @@ struct WatchRun {
     return events.size();
   }
   bool WaitFor(const std::function<bool()>& pred, milliseconds timeout = milliseconds(5000)) {
-    auto end = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < end) {
-      if (pred()) return true;
-      std::this_thread::sleep_for(milliseconds(5));
-    }
-    return pred();
+    return test_util::WaitFor(pred, timeout);
   }
   ~WatchRun() {
     stop = true;

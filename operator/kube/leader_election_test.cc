@@ -6,6 +6,7 @@
 
 #include <thread>
 
+#include "common/wait_for_testutil.h"
 #include "operator/kube/scripted_api_server_testutil.h"
 
 namespace kvmesh::kube {
@@ -16,14 +17,7 @@ using testing::ScriptedApiServer;
 
 const char kLeases[] = "/apis/coordination.k8s.io/v1/namespaces/kvmesh-system/leases";
 
-bool WaitFor(const std::function<bool()>& pred, milliseconds timeout = milliseconds(5000)) {
-  auto end = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(milliseconds(5));
-  }
-  return pred();
-}
+using test_util::WaitFor;
 
 struct Candidate {
   std::unique_ptr<KubeClient> client;
