@@ -228,9 +228,9 @@ class KvPolicy final : public RoutingPolicy {
     // filled from `overlaps` beforehand (a hash map for ids >= kMaxDenseId). The same pass keeps
     // the running minimum and the candidates tied at it, so temperature 0 writes no per-candidate
     // cost and needs no second pass; the tie-break then draws exactly as "for each candidate in
-    // order at the minimum: ++ties, take it with probability 1/ties" would. The arithmetic is
-    // exactly the documented cost's (same operations in the same order, so the same doubles):
-    // routing_test compares the choice and cost with a straightforward computation on random
+    // order at the minimum: ++ties, take it with probability 1/ties" would. The arithmetic gives
+    // the documented cost's doubles (the same operations in the same order, except kvmesh's load
+    // at a power-of-two block size: an exact integer sum, see below): routing_test compares the choice and cost with a straightforward computation on random
     // fleets and results. Candidates are distinct workers (distinct ids); so are matches.
     Scratch& s = ThreadScratch();
     const size_t n = candidates.size();

@@ -105,7 +105,7 @@ TEST(SimCliTest, RunsEveryPolicyAndWritesJson) {
 }
 
 // --input-scale / --output-scale reach the trace replay: the mean lengths of the replayed
-// requests scale, and a value outside (0, 16] is a usage error naming the field.
+// requests scale, and a value outside (0, 16] is a usage error (exit 2) naming the field.
 TEST(SimCliTest, TraceLengthScales) {
   const auto trace = kv::FindSharedTrace("dynamo_mooncake_trace_1000.jsonl");
   if (!trace) GTEST_SKIP() << "shared/data/traces not found (set KVMESH_SHARED_DIR)";
@@ -136,8 +136,14 @@ TEST(SimCliTest, TraceLengthScales) {
   EXPECT_EQ(plain["workload"].get<std::string>().find("input_scale"), std::string::npos);
   // Half the prompt tokens: the simulated prefill work (and so its TTFT) shrinks.
   EXPECT_LT(scaled["ttft_s"]["mean"].get<double>(), plain["ttft_s"]["mean"].get<double>());
+  ::testing::internal::CaptureStderr();
   EXPECT_EQ(run({"--input-scale", "0"}, nullptr), 2);
+  EXPECT_NE(::testing::internal::GetCapturedStderr().find("input_scale must be in (0, 16]"),
+            std::string::npos);
+  ::testing::internal::CaptureStderr();
   EXPECT_EQ(run({"--output-scale", "17"}, nullptr), 2);
+  EXPECT_NE(::testing::internal::GetCapturedStderr().find("output_scale must be in (0, 16]"),
+            std::string::npos);
 }
 
 }  // namespace
