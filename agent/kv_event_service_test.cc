@@ -169,6 +169,12 @@ void CheckDeliveryAndReplay(bool replay) {
   }
   EXPECT_EQ(seq, want_seq);
   EXPECT_EQ(replayed, sent);
+  // Like batches_published: the counter moves after ServeReplay() returns, i.e. after the reply
+  // was sent, so the subscriber can hold the reply before the count.
+  const auto replay_counted_by = steady_clock::now() + milliseconds(kTimeoutMs);
+  while (svc->Stats().replay_requests < 1 && steady_clock::now() < replay_counted_by) {
+    std::this_thread::yield();
+  }
   EXPECT_GE(svc->Stats().replay_requests, 1u);
 
   // Replay from the very start includes the probes; asking past the end gets nothing.
