@@ -243,16 +243,18 @@ class KvPolicy final : public RoutingPolicy {
     const double ow = overlap_weight_;
     // With nothing cached, prefill_blocks = max(0, prompt_blocks - 0) = prompt_blocks.
     const double unmatched_prefill = ow * prompt_blocks;
-    // kvmesh's router-side load in blocks: prefill_tokens / bs + kDecodeBlockWeight *
-    // decode_blocks + kQueueBlocksPerRequest * inflight. With bs a power of two every term is a
-    // multiple of 1 / den (den = max(bs, 4)), so the load is one integer sum
-    // (tokens * den/bs + decode * den/4 + inflight * den) times 1 / den: one conversion and one
-    // multiply per candidate, and exactly the sum of the three terms (below 2^53 / den blocks).
-    static_assert(kDecodeBlockWeight == 0.25 && kQueueBlocksPerRequest == 1.0,
+    // kvmesh's router-side load in blocks: kPrefillInFlightWeight * prefill_tokens / bs +
+    // kDecodeBlockWeight * decode_blocks + kQueueBlocksPerRequest * inflight. With bs a power of
+    // two every term is a multiple of 1 / den (den = max(2 * bs, 4)), so the load is one integer
+    // sum (tokens * den/(2 bs) + decode * den/4 + inflight * den) times 1 / den: one conversion
+    // and one multiply per candidate, and exactly the sum of the three terms (below 2^53 / den
+    // blocks).
+    static_assert(kPrefillInFlightWeight == 0.5 && kDecodeBlockWeight == 0.25 &&
+                      kQueueBlocksPerRequest == 1.0,
                   "the integer load sum below assumes these weights");
     const bool bs_pow2 = std::has_single_bit(bs);
-    const uint64_t den = std::max<uint64_t>(bs, 4);
-    const uint64_t tok_mul = den / bs, dec_mul = den / 4, queue_mul = den;
+    const uint64_t den = std::max<uint64_t>(2 * uint64_t{bs}, 4);
+    const uint64_t tok_mul = den / (2 * uint64_t{bs}), dec_mul = den / 4, queue_mul = den;
     const double inv_den = 1.0 / static_cast<double>(den);
     const double rtt_scale = rtt_blocks_per_ms_;
     double* const costs = s.costs.data();
@@ -278,7 +280,7 @@ class KvPolicy final : public RoutingPolicy {
                                  w.inflight.load(std::memory_order_relaxed) * queue_mul;
           load = static_cast<double>(static_cast<int64_t>(units)) * inv_den;
         } else {
-          load = count(w.prefill_tokens) / bs + kDecodeBlockWeight * count(w.decode_blocks) +
+          load = kPrefillInFlightWeight * count(w.prefill_tokens) / bs + kDecodeBlockWeight * count(w.decode_blocks) +
                  kQueueBlocksPerRequest * count(w.inflight);
         }
         return (prefill + load) + rtt_scale * w.rtt_ms;
@@ -396,7 +398,8 @@ class KvPolicy final : public RoutingPolicy {
   // The costs (docs/routing.md), with prefill_blocks = max(0, prompt_blocks - cached):
   //   dynamo: overlap_weight * prefill_blocks + decode_blocks, cached = confirmed overlap;
   //   kvmesh: (overlap_weight * prefill_blocks + load) + rtt_ms / rtt_block_ms, where
-  //           load = prefill_tokens_in_flight / block_size + kDecodeBlockWeight * decode_blocks
+  //           load = kPrefillInFlightWeight * prefill_tokens_in_flight / block_size
+  //                  + kDecodeBlockWeight * decode_blocks
   //                  + kQueueBlocksPerRequest * inflight (summed first, in that order), the rtt
   //           term 0 unless a worker has rtt_ms (the global tier), cached = CachedBlocks()
   //           (tier-aware and predicted overlap).
@@ -445,6 +448,10 @@ class KvPolicy final : public RoutingPolicy {
   static constexpr double kG2Value = 0.75;
   static constexpr double kG3Value = 0.5;
   static constexpr double kPredictedValue = 0.5;
+  // Weight of a block of prefill already sent to the worker and not finished, relative to a
+  // block of this request's own prefill: the worker has been computing it since it was sent, and
+  // a request arriving at a random moment of a prefill finds on average half of it left.
+  static constexpr double kPrefillInFlightWeight = 0.5;
   // Per request in flight, in block units: a scheduling cost and a tie-break toward fewer.
   static constexpr double kQueueBlocksPerRequest = 1.0;
   // Weight of a block held by a request decoding on the worker, relative to a block of prefill

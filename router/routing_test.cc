@@ -247,8 +247,8 @@ TEST(RoutingTest, KvmeshCostByHand) {
   auto policy = MakePolicy("kv", "kvmesh", 0, /*overlap_weight=*/1.5);
   RouteChoice c = policy->Choose(Input(h, 160), fleet.all, index.Query(h));
   // cached = 4 + 0.75*2 + 0.5*2 + 0.5*1 = 7; prefill = 10 - 7 = 3
-  // cost = 1.5 * 3 + 64/16 + 0.25 * 7 + 3
-  EXPECT_DOUBLE_EQ(c.cost, 1.5 * 3 + 4 + 0.25 * 7 + 3);
+  // cost = 1.5 * 3 + 0.5 * 64/16 + 0.25 * 7 + 3
+  EXPECT_DOUBLE_EQ(c.cost, 1.5 * 3 + 0.5 * 4 + 0.25 * 7 + 3);
   EXPECT_EQ(c.overlap_blocks, 8u);
   EXPECT_EQ(c.overlap_predicted, 9u);
 }
@@ -544,7 +544,7 @@ double ReferenceCost(const std::string& cost, const WorkerState& w, const kv::Qu
                                    : 0;
     cached = g1 + 0.75 * g2 + 0.5 * g3 + 0.5 * predicted;
   }
-  const double load = static_cast<double>(w.prefill_tokens.load()) / block_size +
+  const double load = 0.5 * static_cast<double>(w.prefill_tokens.load()) / block_size +
                      0.25 * decode_blocks + 1.0 * static_cast<double>(w.inflight.load());
   return (overlap_weight * std::max(0.0, prompt_blocks - cached) + load) +
          (rtt_block_ms > 0 ? w.rtt_ms / rtt_block_ms : 0.0);
