@@ -280,7 +280,8 @@ class KvPolicy final : public RoutingPolicy {
                                  w.inflight.load(std::memory_order_relaxed) * queue_mul;
           load = static_cast<double>(static_cast<int64_t>(units)) * inv_den;
         } else {
-          load = kPrefillInFlightWeight * count(w.prefill_tokens) / bs + kDecodeBlockWeight * count(w.decode_blocks) +
+          load = kPrefillInFlightWeight * count(w.prefill_tokens) / bs +
+                 kDecodeBlockWeight * count(w.decode_blocks) +
                  kQueueBlocksPerRequest * count(w.inflight);
         }
         return (prefill + load) + rtt_scale * w.rtt_ms;

@@ -33,7 +33,7 @@ CONCURRENCY = int(os.environ.get("KVMESH_E2E_CONCURRENCY", "4"))  # override: ex
 MAX_TOKENS = 2
 # Expected from the workload's shape: each group's 6 requests find its prefix cold on ~3.3 of the
 # 4 agents under round robin (ratio ~0.4, +-0.03 between runs) and on 1 with perfect affinity
-# (0.76). kv (kvmesh cost) measured 0.71-0.74 vs round robin 0.39-0.45 (4 runs, one beside two
+# (0.76). kv (kvmesh cost) measured 0.71-0.74 vs round robin 0.39-0.45 (6 runs, one beside two
 # busy loops; docs/testing-router.md). The margin is a third of the smallest gap seen, and above
 # what Dynamo's cost reached over round robin in the same runs (+0.02-0.06), so a cost that
 # spreads like Dynamo's fails it.
