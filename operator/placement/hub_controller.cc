@@ -49,6 +49,27 @@ std::map<std::string, std::string> RecordedClusters(const json& obj) {
 
 bool Clean(const MemberStatus& m) { return m.reachable && m.error.empty(); }
 
+bool Abandoned(const HubPassResult& result, const std::string& cluster) {
+  return std::find(result.abandoned.begin(), result.abandoned.end(), cluster) != result.abandoned.end();
+}
+
+// The fields every status.clusters entry carries (docs/placement.md); the sync pass adds the
+// placement's (applied, unchanged, healthy, region, heat).
+json MemberEntry(const MemberStatus& m, const std::string& secret, int32_t prefill, int32_t decode,
+                 const std::map<std::string, std::string>& unreachable_since_text) {
+  json e = {{"name", m.cluster},
+            {"kubeconfigSecret", secret},
+            {"prefill", {{"replicas", prefill}}},
+            {"decode", {{"replicas", decode}}},
+            {"reachable", m.reachable},
+            {"deleted", m.deleted}};
+  if (!m.error.empty()) e["error"] = m.error;
+  if (auto u = unreachable_since_text.find(m.cluster); u != unreachable_since_text.end()) {
+    e["unreachableSince"] = u->second;
+  }
+  return e;
+}
+
 // Members whose client could not be made (Secret missing or bad) and that SyncMembers therefore
 // did not visit: they count as unreachable.
 void AddUnconnected(const MemberClients& clients, std::vector<MemberStatus>& members) {
@@ -267,7 +288,7 @@ StatusOr<HubPassResult> HubController::SyncGraph(const json& graph_object) {
   TrackFailures(st, key, dropped, now, result);
   auto listed = [&](const MemberStatus& m) {
     if (spec_clusters.count(m.cluster) != 0) return true;
-    return !Clean(m) && std::find(result.abandoned.begin(), result.abandoned.end(), m.cluster) == result.abandoned.end();
+    return !Clean(m) && !Abandoned(result, m.cluster);
   };
 
   // 5. status.clusters.
@@ -281,21 +302,13 @@ StatusOr<HubPassResult> HubController::SyncGraph(const json& graph_object) {
     }
     SetShare(key, m);
     if (!listed(m)) continue;
-    json e = {{"name", m.cluster},
-              {"kubeconfigSecret", secret_of[m.cluster]},
-              {"prefill", {{"replicas", m.prefill_replicas}}},
-              {"decode", {{"replicas", m.decode_replicas}}},
-              {"reachable", m.reachable},
-              {"applied", m.applied},
-              {"unchanged", m.unchanged},
-              {"deleted", m.deleted}};
+    json e = MemberEntry(m, secret_of[m.cluster], m.prefill_replicas, m.decode_replicas,
+                         st.unreachable_since_text);
+    e["applied"] = m.applied;
+    e["unchanged"] = m.unchanged;
     if (auto s = spec_of.find(m.cluster); s != spec_of.end()) {
       e["healthy"] = s->second->healthy;
       if (!s->second->region.empty()) e["region"] = s->second->region;
-    }
-    if (!m.error.empty()) e["error"] = m.error;
-    if (auto u = st.unreachable_since_text.find(m.cluster); u != st.unreachable_since_text.end()) {
-      e["unreachableSince"] = u->second;
     }
     auto h = result.heat.find(m.cluster);
     e["heat"] = HeatStateName(h == result.heat.end() ? HeatState::kNone : h->second.state);
@@ -381,21 +394,10 @@ StatusOr<HubPassResult> HubController::CleanUp(const json& graph_object, const c
   for (const MemberStatus& m : result.members) {
     CountSync(m);
     SetShare(key, m);
-    if (Clean(m) || std::find(result.abandoned.begin(), result.abandoned.end(), m.cluster) != result.abandoned.end()) {
-      continue;
-    }
+    if (Clean(m) || Abandoned(result, m.cluster)) continue;
     auto secret = secret_of.find(m.cluster);
-    json e = {{"name", m.cluster},
-              {"kubeconfigSecret", secret != secret_of.end() ? secret->second : ""},
-              {"prefill", {{"replicas", 0}}},
-              {"decode", {{"replicas", 0}}},
-              {"reachable", m.reachable},
-              {"deleted", m.deleted}};
-    if (!m.error.empty()) e["error"] = m.error;
-    if (auto u = st.unreachable_since_text.find(m.cluster); u != st.unreachable_since_text.end()) {
-      e["unreachableSince"] = u->second;
-    }
-    clusters.push_back(std::move(e));
+    clusters.push_back(MemberEntry(m, secret != secret_of.end() ? secret->second : "", 0, 0,
+                                   st.unreachable_since_text));
   }
   if (pending) {
     KVMESH_RETURN_IF_ERROR(WriteStatusClusters(graph_object, key, clusters, result));
