@@ -10,10 +10,10 @@ starts cold):
   agent without a router (printed, not asserted).
 Measured per run: cached-token ratio = sum(cached_tokens) / sum(prompt_tokens) from the usage of
 every answer, mean and p50 TTFT, how the requests spread over the agents.
-Asserted: kv's ratio >= round_robin's + MARGIN, kv's median TTFT < round_robin's (the median, not
-the mean: a 96-request run on a shared 2-core machine gets a few scheduling outliers that decide the
-mean — a CI run saw kv mean 64.3 vs 63.4 ms while kv's median was 45 vs 63 ms), every request
-answered 200, kv does not pile all traffic onto one agent (max share < 0.75). When the first run of
+Asserted: kv's ratio >= round_robin's + MARGIN, kv's mean and median TTFT < round_robin's (a
+96-request run on a shared 2-core machine gets a few scheduling outliers that can decide the mean:
+with the earlier cost a CI run saw kv mean 64.3 vs 63.4 ms while kv's median was 45 vs 63 ms; the
+current cost measured means of 84-96 vs 131-194 ms), every request answered 200, kv does not pile all traffic onto one agent (max share < 0.75). When the first run of
 each mode is inconclusive (a loaded machine), kv and round robin run once more on new prompts and
 the checks use both runs pooled (main()). ctest runs this test alone (RUN_SERIAL).
 Prints one JSON line `KV_ROUTING_RESULT {...}` with all numbers (for docs/benchmarks.md)."""
@@ -126,10 +126,13 @@ def pooled(runs):
     }
 
 
+def ttft_lower(kv, rr, key):
+    return kv[key] is not None and rr[key] is not None and kv[key] < rr[key]
+
+
 def kv_wins(kv, rr):
     return (kv["cached_token_ratio"] >= rr["cached_token_ratio"] + MARGIN
-            and kv["ttft_p50_ms"] is not None and rr["ttft_p50_ms"] is not None
-            and kv["ttft_p50_ms"] < rr["ttft_p50_ms"])
+            and ttft_lower(kv, rr, "ttft_mean_ms") and ttft_lower(kv, rr, "ttft_p50_ms"))
 
 
 def main():
@@ -164,10 +167,10 @@ def main():
     u.check(kv["cached_token_ratio"] >= rr["cached_token_ratio"] + MARGIN,
             f"kv cached-token ratio {kv['cached_token_ratio']} >= round_robin "
             f"{rr['cached_token_ratio']} + {MARGIN}")
-    u.check(kv["ttft_p50_ms"] is not None and rr["ttft_p50_ms"] is not None
-            and kv["ttft_p50_ms"] < rr["ttft_p50_ms"],
-            f"kv median TTFT {kv['ttft_p50_ms']} ms < round_robin {rr['ttft_p50_ms']} ms "
-            f"(means {kv['ttft_mean_ms']} vs {rr['ttft_mean_ms']} ms, not asserted)")
+    u.check(ttft_lower(kv, rr, "ttft_mean_ms"),
+            f"kv mean TTFT {kv['ttft_mean_ms']} ms < round_robin {rr['ttft_mean_ms']} ms")
+    u.check(ttft_lower(kv, rr, "ttft_p50_ms"),
+            f"kv median TTFT {kv['ttft_p50_ms']} ms < round_robin {rr['ttft_p50_ms']} ms")
     share = max(kv["requests_per_agent"]) / max(1, sum(kv["requests_per_agent"]))
     u.check(share < 0.75, f"kv spreads the groups: busiest agent got {share:.2f} of the requests "
             f"{kv['requests_per_agent']}")
