@@ -537,6 +537,12 @@ TEST(WorkerRegistryTest, WatchesWorkersFile) {
   file.Write("workers:\n  - url: " + b.url() + "\n    role: decode\n");
   ASSERT_TRUE(WaitUntil([&] { return r.Table()->size() == 1; }));
   EXPECT_EQ(r.Table()->at(0)->id, wb->id);
+  // on_change runs after the new table is published (worker_registry.h), so the test can see
+  // the table before the callback ran: wait for it.
+  ASSERT_TRUE(WaitUntil([&] {
+    std::lock_guard lock(mu);
+    return !removed_ids.empty();
+  }));
   {
     std::lock_guard lock(mu);
     ASSERT_EQ(removed_ids, std::vector<kv::WorkerId>{id_a});
