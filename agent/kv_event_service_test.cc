@@ -7,6 +7,7 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include "common/wait_for_testutil.h"
 
 #include "kv/kv_event_zmq.h"
 
@@ -149,10 +150,8 @@ void CheckDeliveryAndReplay(bool replay) {
   ASSERT_EQ(got, sent);
   EXPECT_EQ(svc->next_seq(), want_seq);
   // The counters move right after Publish(), which may be after the subscriber got the batch.
-  const auto counted_by = steady_clock::now() + milliseconds(kTimeoutMs);
-  while (svc->Stats().batches_published < want_seq && steady_clock::now() < counted_by) {
-    std::this_thread::yield();
-  }
+  test_util::WaitFor([&] { return svc->Stats().batches_published >= want_seq; },
+                     milliseconds(kTimeoutMs));
   auto st = svc->Stats();
   EXPECT_EQ(st.batches_published, want_seq);
   EXPECT_EQ(st.publish_errors, 0u);
@@ -171,10 +170,7 @@ void CheckDeliveryAndReplay(bool replay) {
   EXPECT_EQ(replayed, sent);
   // Like batches_published: the counter moves after ServeReplay() returns, i.e. after the reply
   // was sent, so the subscriber can hold the reply before the count.
-  const auto replay_counted_by = steady_clock::now() + milliseconds(kTimeoutMs);
-  while (svc->Stats().replay_requests < 1 && steady_clock::now() < replay_counted_by) {
-    std::this_thread::yield();
-  }
+  test_util::WaitFor([&] { return svc->Stats().replay_requests >= 1; }, milliseconds(kTimeoutMs));
   EXPECT_GE(svc->Stats().replay_requests, 1u);
 
   // Replay from the very start includes the probes; asking past the end gets nothing.

@@ -230,8 +230,9 @@ class KvPolicy final : public RoutingPolicy {
     // cost and needs no second pass; the tie-break then draws exactly as "for each candidate in
     // order at the minimum: ++ties, take it with probability 1/ties" would. The arithmetic gives
     // the documented cost's doubles (the same operations in the same order, except kvmesh's load
-    // at a power-of-two block size: an exact integer sum, see below): routing_test compares the choice and cost with a straightforward computation on random
-    // fleets and results. Candidates are distinct workers (distinct ids); so are matches.
+    // at a power-of-two block size: an exact integer sum, see below): routing_test compares the
+    // choice and cost with a straightforward computation on random fleets and results.
+    // Candidates are distinct workers (distinct ids); so are matches.
     Scratch& s = ThreadScratch();
     const size_t n = candidates.size();
     const bool keep_costs = temperature_ > 0;  // the softmax needs every cost

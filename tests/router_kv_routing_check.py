@@ -13,9 +13,10 @@ every answer, mean and p50 TTFT, how the requests spread over the agents.
 Asserted: kv's ratio >= round_robin's + MARGIN, kv's mean and median TTFT < round_robin's (a
 96-request run on a shared 2-core machine gets a few scheduling outliers that can decide the mean:
 with the earlier cost a CI run saw kv mean 64.3 vs 63.4 ms while kv's median was 45 vs 63 ms; the
-current cost measured means of 84-96 vs 131-194 ms), every request answered 200, kv does not pile all traffic onto one agent (max share < 0.75). When the first run of
-each mode is inconclusive (a loaded machine), kv and round robin run once more on new prompts and
-the checks use both runs pooled (main()). ctest runs this test alone (RUN_SERIAL).
+current cost measured means of 84-96 vs 131-194 ms), every request answered 200, kv does not
+pile all traffic onto one agent (max share < 0.75). When the first run of each mode is
+inconclusive (a loaded machine), kv and round robin run once more on new prompts and the checks use
+both runs pooled (main()). ctest runs this test alone (RUN_SERIAL).
 Prints one JSON line `KV_ROUTING_RESULT {...}` with all numbers (for docs/benchmarks.md)."""
 import concurrent.futures
 import json
