@@ -7,6 +7,10 @@
 #include <mutex>
 #include <type_traits>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include "common/check.h"
 
 #if defined(__linux__)
@@ -536,11 +540,10 @@ void PrefixIndex::QueryInto(std::span<const BlockHash> hashes, QueryOptions opti
 
 namespace {
 
-// Query state of 64 worker slots (one word of the slot bitsets). 64 bytes, so indexing is a shift.
-struct alignas(64) QueryWord {
-  uint64_t conf;          // A_c: confirmed run still going at the current block
-  uint64_t pred;          // A_p: run counting live predictions still going (A_c is a subset)
-  uint64_t next_conf;     // the same after folding the current block
+// Fold state of 64 worker slots (one word of the slot bitsets) for blocks without bitsets: the
+// runs A_c, A_p (QueryScratch::conf, pred) after folding the current block.
+struct QueryWord {
+  uint64_t next_conf;
   uint64_t next_pred;
   uint64_t next_tier[3];  // of next_conf: hold the current block in tier t
 };
@@ -558,6 +561,11 @@ struct QuerySlot {
 
 // Per-thread query scratch. Between queries every element is zero and the lists are empty.
 struct QueryScratch {
+  // By word of the slot bitsets: A_c, the confirmed run still going at the current block, and
+  // A_p, the run counting live predictions (A_c is a subset). Arrays, so a bitset entry's words
+  // are compared with vector operations.
+  std::vector<uint64_t> conf;
+  std::vector<uint64_t> pred;
   std::vector<QueryWord> words;
   std::vector<QuerySlot> slots;
   std::vector<uint32_t> active;   // word indices with pred != 0
@@ -565,7 +573,11 @@ struct QueryScratch {
 
   void Fit(size_t num_slots) {
     size_t w = (num_slots + 63) / 64;
-    if (words.size() < w) words.resize(w, QueryWord{});
+    if (words.size() < w) {
+      words.resize(w, QueryWord{});
+      conf.resize(w, 0);
+      pred.resize(w, 0);
+    }
     if (slots.size() < num_slots) slots.resize(num_slots, QuerySlot{});
   }
 };
@@ -578,39 +590,130 @@ template <typename F>
   }
 }
 
-// Which of the (at most 64) words active[0..n) block's bitsets (g0 = G1, then G2 and G3 at
-// g0 + words, g0 + 2 * words) change: bit k set = active[k] needs the full fold. A word is
-// unchanged when every slot of its A_c holds the block in G1 only and every slot of its A_p holds
-// it confirmed: then (next A_c, next A_p) = (A_c, A_p) with no tier exception. Along a shared
-// prefix that is nearly every word; the few others (tier exceptions are random) are found without
-// a branch per word, so each costs no branch misprediction here. A separate function, so the
-// fold's register pressure stays out of this loop.
-// `active` is ascending (words are adopted in order and compaction keeps it), so the words past
-// the bitsets, where nobody holds the block (always changed), are a suffix: the loop runs over
-// the others without a bounds check.
-[[gnu::noinline]] uint64_t ChangedWords(const uint32_t* active, size_t n, const QueryWord* qw,
-                                        const uint64_t* g0, uint32_t words) {
-  KVMESH_DCHECK(n >= 1 && n <= 64);
-  size_t n_in = n;
-  while (n_in != 0 && active[n_in - 1] >= words) --n_in;
-  // Bits n_in..n-1.
-  const uint64_t below_n = n == 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1;
-  const uint64_t below_in = n_in == 64 ? ~uint64_t{0} : (uint64_t{1} << n_in) - 1;
-  uint64_t changed = below_n & ~below_in;
-  const uint64_t* const g1 = g0 + words;
-  const uint64_t* const g2 = g1 + words;
-  for (size_t k = 0; k < n_in; ++k) {
-    const uint32_t j = active[k];
-    KVMESH_DCHECK(j < words && (k == 0 || active[k - 1] < j));
+// Which of the n <= 64 words [0, n) of a bitset entry (g0, g1, g2: its G1, G2, G3 bitsets) change
+// the runs (conf = A_c, pred = A_p; all offset to the same first word): bit j set = word j needs
+// the full fold. A word is unchanged when every slot of its A_c holds the block in G1 only and
+// every slot of its A_p holds it confirmed: then (next A_c, next A_p) = (A_c, A_p) with no tier
+// exception. Along a shared prefix that is most words; the others (tier exceptions are random)
+// are found without a branch per word, so each costs no branch misprediction here. A word
+// outside the runs (A_p = 0) never changes. On x86-64 the words are compared 4 (AVX2) or 2
+// (SSE2) at a time; chosen once at startup. Separate functions, so the fold's register pressure
+// stays out of these loops.
+using ChangedWordsFn = uint64_t (*)(const uint64_t* conf, const uint64_t* pred,
+                                    const uint64_t* g0, const uint64_t* g1, const uint64_t* g2,
+                                    uint32_t n);
+
+// Words [j, n) one at a time.
+inline uint64_t ChangedWordsTail(const uint64_t* conf, const uint64_t* pred, const uint64_t* g0,
+                                 const uint64_t* g1, const uint64_t* g2, uint32_t j, uint32_t n) {
+  uint64_t changed = 0;
+  for (; j < n; ++j) {
     const uint64_t a0 = g0[j];
     const uint64_t a12 = g1[j] | g2[j];
-    const uint64_t x = (qw[j].conf & (~a0 | a12)) | (qw[j].pred & ~(a0 | a12));
-    changed |= static_cast<uint64_t>(x != 0) << k;
+    const uint64_t x = (conf[j] & (~a0 | a12)) | (pred[j] & ~(a0 | a12));
+    changed |= static_cast<uint64_t>(x != 0) << j;
   }
   return changed;
 }
 
+#if defined(__x86_64__)
+// x & (~a0 | a12) | q & ~(a0 | a12), i.e. andnot(andnot(a12, a0), c) | andnot(a0 | a12, q).
+[[gnu::noinline]] uint64_t ChangedWordsSse2(const uint64_t* conf, const uint64_t* pred,
+                                            const uint64_t* g0, const uint64_t* g1,
+                                            const uint64_t* g2, uint32_t n) {
+  auto load = [](const uint64_t* p) {
+    return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  };
+  const __m128i zero = _mm_setzero_si128();
+  uint64_t changed = 0;
+  uint32_t j = 0;
+  for (; j + 2 <= n; j += 2) {
+    const __m128i a0 = load(g0 + j);
+    const __m128i a12 = _mm_or_si128(load(g1 + j), load(g2 + j));
+    const __m128i x = _mm_or_si128(_mm_andnot_si128(_mm_andnot_si128(a12, a0), load(conf + j)),
+                                   _mm_andnot_si128(_mm_or_si128(a0, a12), load(pred + j)));
+    // A 64-bit lane is zero when both of its 32-bit halves are.
+    __m128i z = _mm_cmpeq_epi32(x, zero);
+    z = _mm_and_si128(z, _mm_shuffle_epi32(z, _MM_SHUFFLE(2, 3, 0, 1)));
+    const uint64_t zero_lanes = static_cast<uint64_t>(_mm_movemask_pd(_mm_castsi128_pd(z)));
+    changed |= (zero_lanes ^ 3) << j;
+  }
+  return changed | ChangedWordsTail(conf, pred, g0, g1, g2, j, n);
+}
+
+[[gnu::noinline, gnu::target("avx2")]] uint64_t ChangedWordsAvx2(
+    const uint64_t* conf, const uint64_t* pred, const uint64_t* g0, const uint64_t* g1,
+    const uint64_t* g2, uint32_t n) {
+// (A macro: a lambda returning __m256i would not be compiled for AVX2.)
+#define KVMESH_LOAD4(p) _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))
+  const __m256i zero = _mm256_setzero_si256();
+  uint64_t changed = 0;
+  uint32_t j = 0;
+  for (; j + 4 <= n; j += 4) {
+    const __m256i a0 = KVMESH_LOAD4(g0 + j);
+    const __m256i a12 = _mm256_or_si256(KVMESH_LOAD4(g1 + j), KVMESH_LOAD4(g2 + j));
+    const __m256i x = _mm256_or_si256(
+        _mm256_andnot_si256(_mm256_andnot_si256(a12, a0), KVMESH_LOAD4(conf + j)),
+        _mm256_andnot_si256(_mm256_or_si256(a0, a12), KVMESH_LOAD4(pred + j)));
+    const __m256i z = _mm256_cmpeq_epi64(x, zero);
+    const uint64_t zero_lanes =
+        static_cast<uint64_t>(_mm256_movemask_pd(_mm256_castsi256_pd(z)));
+    changed |= (zero_lanes ^ 15) << j;
+  }
+  return changed | ChangedWordsTail(conf, pred, g0, g1, g2, j, n);
+}
+#undef KVMESH_LOAD4
+
+#endif
+
+[[gnu::noinline]] uint64_t ChangedWordsScalar(const uint64_t* conf, const uint64_t* pred,
+                                              const uint64_t* g0, const uint64_t* g1,
+                                              const uint64_t* g2, uint32_t n) {
+  return ChangedWordsTail(conf, pred, g0, g1, g2, 0, n);
+}
+
+struct QueryKernel {
+  const char* name;
+  ChangedWordsFn fn;
+};
+
+QueryKernel PickChangedWords() {
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2")) return {"avx2", ChangedWordsAvx2};
+  return {"sse2", ChangedWordsSse2};
+#else
+  return {"scalar", ChangedWordsScalar};
+#endif
+}
+
+// Set once at startup (tests may switch it: detail::SelectQueryKernelForTest).
+QueryKernel g_query_kernel = PickChangedWords();
+
 }  // namespace
+
+namespace detail {
+std::string_view QueryKernelName() { return g_query_kernel.name; }
+
+bool SelectQueryKernelForTest(std::string_view name) {
+  if (name == "scalar") {
+    g_query_kernel = {"scalar", ChangedWordsScalar};
+    return true;
+  }
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  if (name == "sse2") {
+    g_query_kernel = {"sse2", ChangedWordsSse2};
+    return true;
+  }
+  if (name == "avx2" && __builtin_cpu_supports("avx2")) {
+    g_query_kernel = {"avx2", ChangedWordsAvx2};
+    return true;
+  }
+#endif
+  return false;
+}
+}  // namespace detail
 
 void PrefixIndex::QueryLocked(std::span<const BlockHash> hashes, QueryOptions options,
                               bool preds_all_live, int64_t now, QueryResult& out) const {
@@ -623,6 +726,9 @@ void PrefixIndex::QueryLocked(std::span<const BlockHash> hashes, QueryOptions op
   sc.Fit(workers_.size());
   out.workers.clear();
   QueryWord* qw = sc.words.data();
+  uint64_t* const conf = sc.conf.data();
+  uint64_t* const pred = sc.pred.data();
+  const ChangedWordsFn changed_words = g_query_kernel.fn;
   QuerySlot* qs = sc.slots.data();
 
   // Whether a predicted-only holder needs its liveness looked up.
@@ -639,8 +745,8 @@ void PrefixIndex::QueryLocked(std::span<const BlockHash> hashes, QueryOptions op
         QueryWord& q = qw[j];
         const bool in = j < words;
         const uint64_t any = in ? (g[0][j] | g[1][j] | g[2][j]) : 0;
-        const uint64_t ac = first ? ~uint64_t{0} : q.conf;
-        const uint64_t ap = first ? ~uint64_t{0} : q.pred;
+        const uint64_t ac = first ? ~uint64_t{0} : conf[j];
+        const uint64_t ap = first ? ~uint64_t{0} : pred[j];
         const uint64_t c = ac & any;
         uint64_t only_pred = in ? (ap & ~any & p[j]) : 0;
         if (only_pred != 0 && check_pred) {
@@ -666,14 +772,14 @@ void PrefixIndex::QueryLocked(std::span<const BlockHash> hashes, QueryOptions op
       const uint32_t s = HolderSlot(hs[k]);
       QueryWord& q = qw[s / 64];
       const uint64_t bit = uint64_t{1} << (s & 63);
-      if (!first && !(q.pred & bit)) continue;
+      if (!first && !(pred[s / 64] & bit)) continue;
       uint32_t m = HolderMask(hs[k]);
       // A confirmed holder continues both runs whatever its prediction: look up only
       // predicted-only holders, and only when some prediction may have expired.
       if (m == kPredictedBit && check_pred && !PredictionLive(key, s, now)) m = 0;
       if (m == 0) continue;
       q.next_pred |= bit;
-      if ((m & kTierMask) && (first || (q.conf & bit))) {
+      if ((m & kTierMask) && (first || (conf[s / 64] & bit))) {
         q.next_conf |= bit;
         for (int t = 0; t < 3; ++t) {
           if ((m >> t) & 1) q.next_tier[t] |= bit;
@@ -712,16 +818,16 @@ void PrefixIndex::QueryLocked(std::span<const BlockHash> hashes, QueryOptions op
     for (uint32_t j = 0; j < nwords; ++j) {
       QueryWord& q = qw[j];
       if (q.next_pred == 0) continue;  // next_conf, next_tier are subsets
-      q.conf = q.next_conf;
-      q.pred = q.next_pred;
-      ForEachBit(q.conf & ~q.next_tier[0], j * 64, [&](uint32_t s) { ++qs[s].g1_missing; });
+      conf[j] = q.next_conf;
+      pred[j] = q.next_pred;
+      ForEachBit(conf[j] & ~q.next_tier[0], j * 64, [&](uint32_t s) { ++qs[s].g1_missing; });
       ForEachBit(q.next_tier[1], j * 64, [&](uint32_t s) { ++qs[s].g2; });
       ForEachBit(q.next_tier[2], j * 64, [&](uint32_t s) { ++qs[s].g3; });
       for (int t = 0; t < 3; ++t) q.next_tier[t] = 0;
       q.next_conf = 0;
       q.next_pred = 0;
       sc.active.push_back(j);
-      ForEachBit(q.pred, j * 64, [&](uint32_t s) { sc.touched.push_back(s); });
+      ForEachBit(pred[j], j * 64, [&](uint32_t s) { sc.touched.push_back(s); });
     }
     size_t i = 1;
     for (; i < n_hashes && !sc.active.empty(); ++i) {
@@ -734,61 +840,65 @@ void PrefixIndex::QueryLocked(std::span<const BlockHash> hashes, QueryOptions op
       // tier t: per-slot work only for slots leaving a run and for tier exceptions (block n of
       // the run not in G1, or in G2/G3). Callers skip it when there is neither (the common case
       // along a prefix).
-      auto commit = [&](QueryWord& q, uint32_t base, uint64_t nc, uint64_t np,
-                        const uint64_t* nt) __attribute__((always_inline)) {
-        ForEachBit(q.conf & ~nc, base, [&](uint32_t s) { qs[s].matched = n; });
-        ForEachBit(q.pred & ~np, base, [&](uint32_t s) { qs[s].with_pred = n; });
+      auto commit = [&](uint32_t j, uint64_t nc, uint64_t np, const uint64_t* nt)
+                        __attribute__((always_inline)) {
+        const uint32_t base = j * 64;
+        ForEachBit(conf[j] & ~nc, base, [&](uint32_t s) { qs[s].matched = n; });
+        ForEachBit(pred[j] & ~np, base, [&](uint32_t s) { qs[s].with_pred = n; });
         ForEachBit(nc & ~nt[0], base, [&](uint32_t s) { ++qs[s].g1_missing; });
         ForEachBit(nt[1], base, [&](uint32_t s) { ++qs[s].g2; });
         ForEachBit(nt[2], base, [&](uint32_t s) { ++qs[s].g3; });
-        q.conf = nc;
-        q.pred = np;
+        conf[j] = nc;
+        pred[j] = np;
       };
       size_t kept = 0;
       const uint32_t words = e->words();
       if (words != 0) {
         // Bitset entry: find the words it changes (ChangedWords), then fold and commit each of
-        // them in one step.
+        // them in one step. The active list is ascending (words are adopted in order and
+        // compaction keeps it), so the active words past the bitsets, where nobody holds the
+        // block, are a suffix: each of them leaves both runs.
         const uint64_t* g0 = e->bits(0);
         const uint64_t* g1 = e->bits(1);
         const uint64_t* g2 = e->bits(2);
         const uint64_t* p = e->bits(3);
         uint32_t* const active = sc.active.data();
         const size_t num_active = sc.active.size();
-        bool gone = false;  // some word's A_p became empty
-        for (size_t from = 0; from < num_active; from += 64) {
-          const size_t n_chunk = std::min<size_t>(num_active - from, 64);
-          const uint64_t changed = ChangedWords(active + from, n_chunk, qw, g0, words);
-          ForEachBit(changed, 0, [&](uint32_t k) {
-            const uint32_t j = active[from + k];
-            QueryWord& q = qw[j];
-            uint64_t nt[3] = {0, 0, 0};
-            uint64_t nc = 0, np = 0;
-            if (j < words) {
-              const uint64_t any = g0[j] | g1[j] | g2[j];
-              nc = q.conf & any;
-              uint64_t only_pred = q.pred & ~any & p[j];
-              if (only_pred != 0 && check_pred) {
-                uint64_t live = 0;
-                ForEachBit(only_pred, j * 64, [&](uint32_t s) {
-                  if (PredictionLive(hashes[i], s, now)) live |= uint64_t{1} << (s & 63);
-                });
-                only_pred = live;
-              }
-              np = (q.pred & any) | only_pred;
-              nt[0] = nc & g0[j];
-              nt[1] = nc & g1[j];
-              nt[2] = nc & g2[j];
+        size_t n_in = num_active;
+        while (n_in != 0 && active[n_in - 1] >= words) --n_in;
+        bool gone = n_in != num_active;  // some word's A_p became empty
+        const uint64_t no_tier[3] = {0, 0, 0};
+        for (size_t k = n_in; k < num_active; ++k) commit(active[k], 0, 0, no_tier);
+        // Words [first active, last active below the bitsets]; the inactive ones between never
+        // change (their A_c and A_p are 0).
+        const uint32_t hi = n_in != 0 ? active[n_in - 1] + 1 : 0;
+        for (uint32_t from = n_in != 0 ? active[0] : 0; from < hi; from += 64) {
+          const uint32_t n_chunk = std::min<uint32_t>(hi - from, 64);
+          const uint64_t changed =
+              changed_words(conf + from, pred + from, g0 + from, g1 + from, g2 + from, n_chunk);
+          ForEachBit(changed, from, [&](uint32_t j) {
+            const uint64_t any = g0[j] | g1[j] | g2[j];
+            const uint64_t nc = conf[j] & any;
+            uint64_t only_pred = pred[j] & ~any & p[j];
+            if (only_pred != 0 && check_pred) {
+              uint64_t live = 0;
+              ForEachBit(only_pred, j * 64, [&](uint32_t s) {
+                if (PredictionLive(hashes[i], s, now)) live |= uint64_t{1} << (s & 63);
+              });
+              only_pred = live;
             }
-            const uint64_t diff = (q.conf ^ nc) | (q.pred ^ np) | (nc & ~nt[0]) | nt[1] | nt[2];
+            const uint64_t np = (pred[j] & any) | only_pred;
+            const uint64_t nt[3] = {nc & g0[j], nc & g1[j], nc & g2[j]};
+            const uint64_t diff =
+                (conf[j] ^ nc) | (pred[j] ^ np) | (nc & ~nt[0]) | nt[1] | nt[2];
             // An emptied word differs (pred != 0 while active), so it is committed to 0 here.
-            if (diff != 0) commit(q, j * 64, nc, np, nt);
+            if (diff != 0) commit(j, nc, np, nt);
             gone |= np == 0;
           });
         }
         if (gone) {
           for (size_t k = 0; k < num_active; ++k) {
-            if (qw[active[k]].pred != 0) active[kept++] = active[k];
+            if (pred[active[k]] != 0) active[kept++] = active[k];
           }
         } else {
           kept = num_active;
@@ -801,8 +911,8 @@ void PrefixIndex::QueryLocked(std::span<const BlockHash> hashes, QueryOptions op
           const uint64_t nt[3] = {q.next_tier[0], q.next_tier[1], q.next_tier[2]};
           q.next_conf = q.next_pred = 0;
           q.next_tier[0] = q.next_tier[1] = q.next_tier[2] = 0;
-          const uint64_t diff = (q.conf ^ nc) | (q.pred ^ np) | (nc & ~nt[0]) | nt[1] | nt[2];
-          if (diff != 0) commit(q, j * 64, nc, np, nt);
+          const uint64_t diff = (conf[j] ^ nc) | (pred[j] ^ np) | (nc & ~nt[0]) | nt[1] | nt[2];
+          if (diff != 0) commit(j, nc, np, nt);
           if (np != 0) sc.active[kept++] = j;
         }
       }
@@ -811,12 +921,11 @@ void PrefixIndex::QueryLocked(std::span<const BlockHash> hashes, QueryOptions op
     // The walk ended at block i (end of request, missing block, or nobody left).
     const uint32_t n = static_cast<uint32_t>(i);
     for (uint32_t j : sc.active) {
-      QueryWord& q = qw[j];
       const uint32_t base = j * 64;
-      ForEachBit(q.conf, base, [&](uint32_t s) { qs[s].matched = n; });
-      ForEachBit(q.pred, base, [&](uint32_t s) { qs[s].with_pred = n; });
-      q.conf = 0;
-      q.pred = 0;
+      ForEachBit(conf[j], base, [&](uint32_t s) { qs[s].matched = n; });
+      ForEachBit(pred[j], base, [&](uint32_t s) { qs[s].with_pred = n; });
+      conf[j] = 0;
+      pred[j] = 0;
     }
     sc.active.clear();
   }

@@ -41,6 +41,7 @@
 #include <queue>
 #include <shared_mutex>
 #include <span>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -108,6 +109,13 @@ namespace detail {
 // random lookups into a large table do not also miss the TLB on every probe.
 void* AllocateHuge(size_t bytes);
 void FreeHuge(void* p, size_t bytes);
+// The implementation a query uses to find which of a bitset entry's words change the runs:
+// "avx2" or "sse2" on x86-64 (chosen at startup by what the CPU supports), "scalar" elsewhere.
+std::string_view QueryKernelName();
+// Tests only: switch to `name` ("avx2", "sse2", "scalar"). False (nothing changed) when it is not
+// available here. Not safe while queries run.
+bool SelectQueryKernelForTest(std::string_view name);
+
 template <typename T>
 struct HugePageAllocator {
   using value_type = T;

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <map>
 #include <random>
+#include <string>
 #include <thread>
 
 namespace kvmesh::kv {
@@ -453,7 +454,7 @@ TEST(PrefixIndexTest, RandomModelCheckLongChains) {
 // 64 at a time; words left with nobody (workers 4,500+ lack block C) drop out, tier exceptions
 // (block B also in G2 on every 7th worker) are counted, and scattered drop-outs (every 5th worker
 // lacks C) end their runs where they should.
-TEST(PrefixIndexTest, QueryOverManyBitsetWords) {
+void CheckQueryOverManyBitsetWords() {
   PrefixIndex index;
   constexpr BlockHash kA = 101, kB = 202, kC = 303, kD = 404;
   constexpr int kWorkers = 5000;
@@ -477,6 +478,29 @@ TEST(PrefixIndexTest, QueryOverManyBitsetWords) {
     EXPECT_EQ(x.matched_tier[1], w % 7 == 0 ? 1u : 0u) << "worker " << w;
     EXPECT_EQ(x.matched_tier[2], 0u) << "worker " << w;
   }
+}
+
+TEST(PrefixIndexTest, QueryOverManyBitsetWords) { CheckQueryOverManyBitsetWords(); }
+
+// Every implementation of the bitset-word classification (detail::QueryKernelName: AVX2 or SSE2
+// on x86-64, chosen by the CPU, and the portable scalar one) gives the reference's answers: fleets
+// of 300 workers (5 bitset words: vector body and tail) and 5,000 (79 words: chunks of 64).
+TEST(PrefixIndexTest, EveryQueryKernelAgreesWithReference) {
+  const std::string original(detail::QueryKernelName());
+  int ran = 0;
+  for (const char* kernel : {"scalar", "sse2", "avx2"}) {
+    if (!detail::SelectQueryKernelForTest(kernel)) continue;
+    SCOPED_TRACE(kernel);
+    ++ran;
+    RunModelCheck(300, 1500, 5150);
+    CheckQueryOverManyBitsetWords();
+    if (::testing::Test::HasFailure()) break;
+  }
+  ASSERT_TRUE(detail::SelectQueryKernelForTest(original));
+  EXPECT_GE(ran, 1);
+#if defined(__x86_64__)
+  EXPECT_GE(ran, 2);  // SSE2 is part of x86-64
+#endif
 }
 
 // A query that finds an expired prediction purges it (exclusive lock) before walking; the answer
