@@ -168,10 +168,27 @@ void PrefixIndex::Reshape(Entry& e, uint32_t new_cap, uint32_t extra_slot) {
   size_t bytes = HeapBytes(new_cap, words);
   auto* heap = static_cast<uint64_t*>(std::malloc(bytes));
   KVMESH_CHECK(heap != nullptr, "out of memory");
-  std::memset(heap, 0, 8 + 32 * size_t{words});
+  std::memset(heap, 0, 8 + 8 * size_t{words});
   heap[0] = words;
-  auto* hs = reinterpret_cast<uint32_t*>(heap + 1 + 4 * size_t{words});
-  std::memcpy(hs, old_hs, e.size * sizeof(uint32_t));
+  auto* hs = reinterpret_cast<uint32_t*>(heap + 1 + size_t{words});
+  uint32_t num_exceptions = 0;
+  if (words == 0) {
+    std::memcpy(hs, old_hs, e.size * sizeof(uint32_t));
+  } else {
+    // Exceptions first, then the G1-only holders; the bitset gets every holder's slot.
+    for (uint32_t k = 0; k < e.size; ++k) {
+      if (IsException(HolderMask(old_hs[k]))) hs[num_exceptions++] = old_hs[k];
+    }
+    uint32_t n = num_exceptions;
+    for (uint32_t k = 0; k < e.size; ++k) {
+      const uint32_t h = old_hs[k];
+      if (!IsException(HolderMask(h))) hs[n++] = h;
+      if (HolderMask(h) & kTierMask) {
+        heap[1 + HolderSlot(h) / 64] |= uint64_t{1} << (HolderSlot(h) & 63);
+      }
+    }
+    heap[0] |= uint64_t{num_exceptions} << 32;
+  }
   if (e.cap) {
     heap_bytes_ -= HeapBytes(e.cap, e.words());
     std::free(e.heap);
@@ -179,18 +196,51 @@ void PrefixIndex::Reshape(Entry& e, uint32_t new_cap, uint32_t extra_slot) {
   heap_bytes_ += bytes;
   e.heap = heap;
   e.cap = static_cast<uint16_t>(new_cap);
-  for (uint32_t k = 0; k < e.size; ++k) SyncBits(e, HolderSlot(hs[k]), HolderMask(hs[k]));
 }
 
-void PrefixIndex::SyncBits(Entry& e, uint32_t slot, uint32_t mask) {
+void PrefixIndex::SetHolder(Entry& e, uint32_t k, uint32_t slot, uint32_t mask) {
+  KVMESH_DCHECK(mask != 0 && k < e.size);
+  uint32_t* hs = e.holders();
   const uint32_t words = e.words();
-  if (words == 0) return;
-  KVMESH_DCHECK(slot / 64 < words);
-  const uint64_t bit = uint64_t{1} << (slot & 63);
-  for (uint32_t b = 0; b < 4; ++b) {
-    uint64_t& w = e.bits(b)[slot / 64];
-    w = ((mask >> b) & 1) ? (w | bit) : (w & ~bit);
+  if (words != 0) {
+    KVMESH_DCHECK(slot / 64 < words);
+    uint32_t num_exceptions = e.exceptions();
+    const bool was = k < num_exceptions;
+    const bool is = IsException(mask);
+    if (was && !is) {
+      // The last exception takes position k; the holder becomes the first G1-only one.
+      --num_exceptions;
+      hs[k] = hs[num_exceptions];
+      k = num_exceptions;
+    } else if (!was && is) {
+      // The first G1-only holder moves to k; the holder becomes the last exception.
+      hs[k] = hs[num_exceptions];
+      k = num_exceptions++;
+    }
+    e.set_exceptions(num_exceptions);
+    uint64_t& w = e.held()[slot / 64];
+    const uint64_t bit = uint64_t{1} << (slot & 63);
+    w = (mask & kTierMask) ? (w | bit) : (w & ~bit);
   }
+  hs[k] = MakeHolder(slot, mask);
+}
+
+void PrefixIndex::RemoveHolder(Entry& e, uint32_t k) {
+  KVMESH_DCHECK(k < e.size);
+  uint32_t* hs = e.holders();
+  if (e.words() != 0) {
+    const uint32_t slot = HolderSlot(hs[k]);
+    e.held()[slot / 64] &= ~(uint64_t{1} << (slot & 63));
+    if (k < e.exceptions()) {
+      // The last exception fills the hole, leaving one at the start of the G1-only holders.
+      const uint32_t last = e.exceptions() - 1;
+      hs[k] = hs[last];
+      k = last;
+      e.set_exceptions(last);
+    }
+  }
+  hs[k] = hs[e.size - 1];
+  --e.size;
 }
 
 void PrefixIndex::AccountMask(uint32_t slot, uint32_t old_mask, uint32_t new_mask) {
@@ -241,8 +291,7 @@ void PrefixIndex::Store(uint32_t slot, BlockHash key, uint32_t bits) {
         ++counters_.stored_duplicate;
         return;
       }
-      hs[k] = MakeHolder(slot, new_mask);
-      SyncBits(*e, slot, new_mask);
+      SetHolder(*e, k, slot, new_mask);
       AccountMask(slot, old_mask, new_mask);
       return;
     }
@@ -260,8 +309,9 @@ void PrefixIndex::Store(uint32_t slot, BlockHash key, uint32_t bits) {
   } else if (e->words() != 0 && slot / 64 >= e->words()) {
     Reshape(*e, e->cap, slot);  // widen the bitsets (or drop them if too sparse)
   }
-  e->holders()[e->size++] = MakeHolder(slot, bits);
-  SyncBits(*e, slot, bits);
+  const uint32_t k = e->size++;
+  e->holders()[k] = MakeHolder(slot, bits);
+  SetHolder(*e, k, slot, bits);
   ++num_holders_;
   AccountMask(slot, 0, bits);
 }
@@ -276,12 +326,11 @@ bool PrefixIndex::ClearBits(size_t i, uint32_t h, uint32_t bits) {
   if ((old_mask & kPredictedBit) && !(new_mask & kPredictedBit)) {
     predictions_.erase(PredKey{e.key, slot});
   }
-  SyncBits(e, slot, new_mask);
   if (new_mask != 0) {
-    hs[h] = MakeHolder(slot, new_mask);
+    SetHolder(e, h, slot, new_mask);
     return false;
   }
-  hs[h] = hs[--e.size];
+  RemoveHolder(e, h);
   --num_holders_;
   if (e.size == 0) {
     EraseAt(i);
@@ -566,6 +615,10 @@ struct QueryScratch {
   // are compared with vector operations.
   std::vector<uint64_t> conf;
   std::vector<uint64_t> pred;
+  // Of the current bitset block: predicted-only holders of A_p that stay (live), by word, and
+  // the words with such bits (cleared after the block).
+  std::vector<uint64_t> keep;
+  std::vector<uint32_t> keep_words;
   std::vector<QueryWord> words;
   std::vector<QuerySlot> slots;
   std::vector<uint32_t> active;   // word indices with pred != 0
@@ -577,6 +630,7 @@ struct QueryScratch {
       words.resize(w, QueryWord{});
       conf.resize(w, 0);
       pred.resize(w, 0);
+      keep.resize(w, 0);
     }
     if (slots.size() < num_slots) slots.resize(num_slots, QuerySlot{});
   }
@@ -590,86 +644,63 @@ template <typename F>
   }
 }
 
-// Which of the n <= 64 words [0, n) of a bitset entry (g0, g1, g2: its G1, G2, G3 bitsets) change
-// the runs (conf = A_c, pred = A_p; all offset to the same first word): bit j set = word j needs
-// the full fold. A word is unchanged when every slot of its A_c holds the block in G1 only and
-// every slot of its A_p holds it confirmed: then (next A_c, next A_p) = (A_c, A_p) with no tier
-// exception. Along a shared prefix that is most words; the others (tier exceptions are random)
-// are found without a branch per word, so each costs no branch misprediction here. A word
-// outside the runs (A_p = 0) never changes. On x86-64 the words are compared 4 (AVX2) or 2
-// (SSE2) at a time; chosen once at startup. Separate functions, so the fold's register pressure
-// stays out of these loops.
-using ChangedWordsFn = uint64_t (*)(const uint64_t* conf, const uint64_t* pred,
-                                    const uint64_t* g0, const uint64_t* g1, const uint64_t* g2,
-                                    uint32_t n);
+// Which of the n <= 64 words [0, n) of a bitset entry lose a slot of A_p (pred) not in the
+// entry's held bitset (pred and held offset to the same first word): bit j set = word j needs
+// the fold (a slot leaves a run, or holds the block only predicted). A_c is a subset of A_p, so
+// A_p alone decides. Along a shared prefix that is few words; they are found without a branch
+// per word. Inactive words (A_p = 0) never change. On x86-64 the words are compared 4 (AVX2) or
+// 2 (SSE2) at a time, chosen once at startup.
+using ChangedWordsFn = uint64_t (*)(const uint64_t* pred, const uint64_t* held, uint32_t n);
 
 // Words [j, n) one at a time.
-inline uint64_t ChangedWordsTail(const uint64_t* conf, const uint64_t* pred, const uint64_t* g0,
-                                 const uint64_t* g1, const uint64_t* g2, uint32_t j, uint32_t n) {
+inline uint64_t ChangedWordsTail(const uint64_t* pred, const uint64_t* held, uint32_t j,
+                                 uint32_t n) {
   uint64_t changed = 0;
-  for (; j < n; ++j) {
-    const uint64_t a0 = g0[j];
-    const uint64_t a12 = g1[j] | g2[j];
-    const uint64_t x = (conf[j] & (~a0 | a12)) | (pred[j] & ~(a0 | a12));
-    changed |= static_cast<uint64_t>(x != 0) << j;
-  }
+  for (; j < n; ++j) changed |= static_cast<uint64_t>((pred[j] & ~held[j]) != 0) << j;
   return changed;
 }
 
 #if defined(__x86_64__)
-// x & (~a0 | a12) | q & ~(a0 | a12), i.e. andnot(andnot(a12, a0), c) | andnot(a0 | a12, q).
-[[gnu::noinline]] uint64_t ChangedWordsSse2(const uint64_t* conf, const uint64_t* pred,
-                                            const uint64_t* g0, const uint64_t* g1,
-                                            const uint64_t* g2, uint32_t n) {
-  auto load = [](const uint64_t* p) {
-    return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  };
+[[gnu::noinline]] uint64_t ChangedWordsSse2(const uint64_t* pred, const uint64_t* held,
+                                            uint32_t n) {
   const __m128i zero = _mm_setzero_si128();
   uint64_t changed = 0;
   uint32_t j = 0;
   for (; j + 2 <= n; j += 2) {
-    const __m128i a0 = load(g0 + j);
-    const __m128i a12 = _mm_or_si128(load(g1 + j), load(g2 + j));
-    const __m128i x = _mm_or_si128(_mm_andnot_si128(_mm_andnot_si128(a12, a0), load(conf + j)),
-                                   _mm_andnot_si128(_mm_or_si128(a0, a12), load(pred + j)));
+    const __m128i x =
+        _mm_andnot_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(held + j)),
+                         _mm_loadu_si128(reinterpret_cast<const __m128i*>(pred + j)));
     // A 64-bit lane is zero when both of its 32-bit halves are.
     __m128i z = _mm_cmpeq_epi32(x, zero);
     z = _mm_and_si128(z, _mm_shuffle_epi32(z, _MM_SHUFFLE(2, 3, 0, 1)));
     const uint64_t zero_lanes = static_cast<uint64_t>(_mm_movemask_pd(_mm_castsi128_pd(z)));
     changed |= (zero_lanes ^ 3) << j;
   }
-  return changed | ChangedWordsTail(conf, pred, g0, g1, g2, j, n);
+  return changed | ChangedWordsTail(pred, held, j, n);
 }
 
-[[gnu::noinline, gnu::target("avx2")]] uint64_t ChangedWordsAvx2(
-    const uint64_t* conf, const uint64_t* pred, const uint64_t* g0, const uint64_t* g1,
-    const uint64_t* g2, uint32_t n) {
-// (A macro: a lambda returning __m256i would not be compiled for AVX2.)
-#define KVMESH_LOAD4(p) _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))
+[[gnu::noinline, gnu::target("avx2")]] uint64_t ChangedWordsAvx2(const uint64_t* pred,
+                                                                const uint64_t* held,
+                                                                uint32_t n) {
   const __m256i zero = _mm256_setzero_si256();
   uint64_t changed = 0;
   uint32_t j = 0;
   for (; j + 4 <= n; j += 4) {
-    const __m256i a0 = KVMESH_LOAD4(g0 + j);
-    const __m256i a12 = _mm256_or_si256(KVMESH_LOAD4(g1 + j), KVMESH_LOAD4(g2 + j));
-    const __m256i x = _mm256_or_si256(
-        _mm256_andnot_si256(_mm256_andnot_si256(a12, a0), KVMESH_LOAD4(conf + j)),
-        _mm256_andnot_si256(_mm256_or_si256(a0, a12), KVMESH_LOAD4(pred + j)));
+    const __m256i x =
+        _mm256_andnot_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(held + j)),
+                            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pred + j)));
     const __m256i z = _mm256_cmpeq_epi64(x, zero);
     const uint64_t zero_lanes =
         static_cast<uint64_t>(_mm256_movemask_pd(_mm256_castsi256_pd(z)));
     changed |= (zero_lanes ^ 15) << j;
   }
-  return changed | ChangedWordsTail(conf, pred, g0, g1, g2, j, n);
+  return changed | ChangedWordsTail(pred, held, j, n);
 }
-#undef KVMESH_LOAD4
-
 #endif
 
-[[gnu::noinline]] uint64_t ChangedWordsScalar(const uint64_t* conf, const uint64_t* pred,
-                                              const uint64_t* g0, const uint64_t* g1,
-                                              const uint64_t* g2, uint32_t n) {
-  return ChangedWordsTail(conf, pred, g0, g1, g2, 0, n);
+[[gnu::noinline]] uint64_t ChangedWordsScalar(const uint64_t* pred, const uint64_t* held,
+                                              uint32_t n) {
+  return ChangedWordsTail(pred, held, 0, n);
 }
 
 struct QueryKernel {
@@ -728,6 +759,7 @@ void PrefixIndex::QueryLocked(std::span<const BlockHash> hashes, QueryOptions op
   QueryWord* qw = sc.words.data();
   uint64_t* const conf = sc.conf.data();
   uint64_t* const pred = sc.pred.data();
+  uint64_t* const keep = sc.keep.data();
   const ChangedWordsFn changed_words = g_query_kernel.fn;
   QuerySlot* qs = sc.slots.data();
 
@@ -739,31 +771,29 @@ void PrefixIndex::QueryLocked(std::span<const BlockHash> hashes, QueryOptions op
   auto fold = [&](const Entry& e, BlockHash key, bool first) __attribute__((always_inline)) {
     const uint32_t words = e.words();
     if (words != 0) {
-      const uint64_t* g[3] = {e.bits(0), e.bits(1), e.bits(2)};
-      const uint64_t* p = e.bits(3);
-      auto one = [&](uint32_t j) __attribute__((always_inline)) {
+      // Only block 0 is folded this way (later bitset blocks: the walk below). The held bitset
+      // starts both runs in G1; the exceptions then adjust the tiers, and predicted-only
+      // holders (live ones) start the predicted run.
+      KVMESH_DCHECK(first);
+      const uint64_t* held = e.held();
+      for (uint32_t j = 0; j < words; ++j) {
         QueryWord& q = qw[j];
-        const bool in = j < words;
-        const uint64_t any = in ? (g[0][j] | g[1][j] | g[2][j]) : 0;
-        const uint64_t ac = first ? ~uint64_t{0} : conf[j];
-        const uint64_t ap = first ? ~uint64_t{0} : pred[j];
-        const uint64_t c = ac & any;
-        uint64_t only_pred = in ? (ap & ~any & p[j]) : 0;
-        if (only_pred != 0 && check_pred) {
-          uint64_t live = 0;
-          ForEachBit(only_pred, j * 64, [&](uint32_t s) {
-            if (PredictionLive(key, s, now)) live |= uint64_t{1} << (s & 63);
-          });
-          only_pred = live;
+        q.next_conf = q.next_pred = q.next_tier[0] = held[j];
+        q.next_tier[1] = q.next_tier[2] = 0;
+      }
+      const uint32_t* hs = e.holders();
+      for (uint32_t k = 0, ne = e.exceptions(); k < ne; ++k) {
+        const uint32_t s = HolderSlot(hs[k]);
+        const uint32_t m = HolderMask(hs[k]);
+        QueryWord& q = qw[s / 64];
+        const uint64_t bit = uint64_t{1} << (s & 63);
+        if (m & kTierMask) {
+          if (!(m & 1)) q.next_tier[0] &= ~bit;
+          if (m & 2) q.next_tier[1] |= bit;
+          if (m & 4) q.next_tier[2] |= bit;
+        } else if (!check_pred || PredictionLive(key, s, now)) {
+          q.next_pred |= bit;
         }
-        q.next_conf = c;
-        q.next_pred = (ap & any) | only_pred;
-        for (int t = 0; t < 3; ++t) q.next_tier[t] = in ? (c & g[t][j]) : 0;
-      };
-      if (first) {
-        for (uint32_t j = 0; j < words; ++j) one(j);
-      } else {
-        for (uint32_t j : sc.active) one(j);
       }
       return;
     }
@@ -799,10 +829,12 @@ void PrefixIndex::QueryLocked(std::span<const BlockHash> hashes, QueryOptions op
     const Entry* f = Find(hashes[k]);
     found[k % kQueryFindRing] = f;
     if (f != nullptr && f->cap != 0) {
-      // The heap's size is in its first word, not yet cached: bound it by what the entry shows.
-      const size_t bitset_bytes = 8 + 32 * size_t{std::min<uint32_t>(max_words, f->cap / 4)};
+      // The walk reads the header and then either the whole holder array (no bitset) or the
+      // held bitset and the exceptions (a few holders). Which one is in the header, not yet
+      // cached: bound both by what the entry shows (a line of exceptions assumed).
+      const size_t bitset_bytes = 8 + 8 * size_t{std::min<uint32_t>(max_words, f->cap / 4)} + 64;
       const size_t holder_bytes = 8 + 4 * size_t{f->size};
-      const size_t bytes = std::min<size_t>(std::max(bitset_bytes, holder_bytes), 64 * 24);
+      const size_t bytes = std::min<size_t>(std::min(bitset_bytes, holder_bytes), 64 * 24);
       const char* h = reinterpret_cast<const char*>(f->heap);
       for (size_t off = 0; off < bytes; off += 64) __builtin_prefetch(h + off);
     }
@@ -854,14 +886,32 @@ void PrefixIndex::QueryLocked(std::span<const BlockHash> hashes, QueryOptions op
       size_t kept = 0;
       const uint32_t words = e->words();
       if (words != 0) {
-        // Bitset entry: find the words it changes (ChangedWords), then fold and commit each of
-        // them in one step. The active list is ascending (words are adopted in order and
-        // compaction keeps it), so the active words past the bitsets, where nobody holds the
+        // Bitset entry. First its exceptions (holders not in G1 alone): a confirmed one in A_c
+        // counts its tiers; a predicted-only one in A_p stays in A_p if live (keep). Then the
+        // words where a slot of A_p is not in the held bitset (ChangedWords) lose those slots,
+        // but for the kept ones. The active list is ascending (words are adopted in order and
+        // compaction keeps it), so the active words past the bitset, where nobody holds the
         // block, are a suffix: each of them leaves both runs.
-        const uint64_t* g0 = e->bits(0);
-        const uint64_t* g1 = e->bits(1);
-        const uint64_t* g2 = e->bits(2);
-        const uint64_t* p = e->bits(3);
+        const uint64_t* held = e->held();
+        const uint32_t* hs = e->holders();
+        for (uint32_t k = 0, ne = e->exceptions(); k < ne; ++k) {
+          const uint32_t s = HolderSlot(hs[k]);
+          const uint32_t j = s / 64;
+          const uint64_t bit = uint64_t{1} << (s & 63);
+          if (!(pred[j] & bit)) continue;
+          const uint32_t m = HolderMask(hs[k]);
+          if (m & kTierMask) {
+            if (conf[j] & bit) {
+              QuerySlot& st = qs[s];
+              st.g1_missing += !(m & 1);
+              st.g2 += (m >> 1) & 1;
+              st.g3 += (m >> 2) & 1;
+            }
+          } else if (!check_pred || PredictionLive(hashes[i], s, now)) {
+            if (keep[j] == 0) sc.keep_words.push_back(j);
+            keep[j] |= bit;
+          }
+        }
         uint32_t* const active = sc.active.data();
         const size_t num_active = sc.active.size();
         size_t n_in = num_active;
@@ -869,33 +919,24 @@ void PrefixIndex::QueryLocked(std::span<const BlockHash> hashes, QueryOptions op
         bool gone = n_in != num_active;  // some word's A_p became empty
         const uint64_t no_tier[3] = {0, 0, 0};
         for (size_t k = n_in; k < num_active; ++k) commit(active[k], 0, 0, no_tier);
-        // Words [first active, last active below the bitsets]; the inactive ones between never
-        // change (their A_c and A_p are 0).
+        // Words [first active, last active below the bitset]; the inactive ones between never
+        // change (their A_p is 0).
         const uint32_t hi = n_in != 0 ? active[n_in - 1] + 1 : 0;
         for (uint32_t from = n_in != 0 ? active[0] : 0; from < hi; from += 64) {
           const uint32_t n_chunk = std::min<uint32_t>(hi - from, 64);
-          const uint64_t changed =
-              changed_words(conf + from, pred + from, g0 + from, g1 + from, g2 + from, n_chunk);
+          const uint64_t changed = changed_words(pred + from, held + from, n_chunk);
           ForEachBit(changed, from, [&](uint32_t j) {
-            const uint64_t any = g0[j] | g1[j] | g2[j];
-            const uint64_t nc = conf[j] & any;
-            uint64_t only_pred = pred[j] & ~any & p[j];
-            if (only_pred != 0 && check_pred) {
-              uint64_t live = 0;
-              ForEachBit(only_pred, j * 64, [&](uint32_t s) {
-                if (PredictionLive(hashes[i], s, now)) live |= uint64_t{1} << (s & 63);
-              });
-              only_pred = live;
-            }
-            const uint64_t np = (pred[j] & any) | only_pred;
-            const uint64_t nt[3] = {nc & g0[j], nc & g1[j], nc & g2[j]};
-            const uint64_t diff =
-                (conf[j] ^ nc) | (pred[j] ^ np) | (nc & ~nt[0]) | nt[1] | nt[2];
-            // An emptied word differs (pred != 0 while active), so it is committed to 0 here.
-            if (diff != 0) commit(j, nc, np, nt);
+            const uint64_t nc = conf[j] & held[j];
+            const uint64_t np = pred[j] & (held[j] | keep[j]);
+            ForEachBit(conf[j] & ~nc, j * 64, [&](uint32_t s) { qs[s].matched = n; });
+            ForEachBit(pred[j] & ~np, j * 64, [&](uint32_t s) { qs[s].with_pred = n; });
+            conf[j] = nc;
+            pred[j] = np;
             gone |= np == 0;
           });
         }
+        for (uint32_t j : sc.keep_words) keep[j] = 0;
+        sc.keep_words.clear();
         if (gone) {
           for (size_t k = 0; k < num_active; ++k) {
             if (pred[active[k]] != 0) active[kept++] = active[k];

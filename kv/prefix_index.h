@@ -176,11 +176,13 @@ class PrefixIndex {
   static constexpr uint32_t kTierMask = 7;
   static constexpr uint32_t kMaxHolders = 65535;
 
-  // A heap block (cap > 0) is: uint64 W, then W words for each of the 4 mask bits (G1, G2, G3,
-  // predicted: bit s of set b = holder with slot s has mask bit b), then the holder array.
-  // W = 0 (no bitsets) unless the entry has cap >= kMinBitsetCap and W <= cap / 4, i.e. the
-  // bitsets never cost more than twice the holder array. Bitsets let a query process a block held
-  // by many workers in O(W) word operations instead of O(holders).
+  // A heap block (cap > 0) is: a uint64 header (W | E << 32), then W words of the "held" bitset
+  // (bit s = the holder with slot s holds the block in some tier), then the holder array.
+  // W = 0 (no bitset) unless the entry has cap >= kMinBitsetCap and W <= cap / 4. With a bitset,
+  // the holder array is partitioned: its first E holders are the exceptions, those whose tiers
+  // are not exactly G1 (a lower tier, or only predicted); the others hold the block in G1 alone
+  // (with or without a prediction). A query then processes a block held by many workers with the
+  // bitset's W words and the few exceptions, instead of O(holders), and reads a few cache lines.
   static constexpr uint32_t kMinBitsetCap = 8;
   struct Entry {
     BlockHash key;
@@ -192,13 +194,17 @@ class PrefixIndex {
       uint64_t* heap;
     };
     uint32_t words() const { return cap ? static_cast<uint32_t>(heap[0]) : 0; }
-    uint64_t* bits(uint32_t b) { return heap + 1 + size_t{b} * heap[0]; }
-    const uint64_t* bits(uint32_t b) const { return heap + 1 + size_t{b} * heap[0]; }
+    uint32_t exceptions() const { return cap ? static_cast<uint32_t>(heap[0] >> 32) : 0; }
+    void set_exceptions(uint32_t n) { heap[0] = (heap[0] & 0xffffffffu) | (uint64_t{n} << 32); }
+    uint64_t* held() { return heap + 1; }
+    const uint64_t* held() const { return heap + 1; }
     uint32_t* holders() {
-      return cap ? reinterpret_cast<uint32_t*>(heap + 1 + 4 * heap[0]) : inline_holders;
+      return cap ? reinterpret_cast<uint32_t*>(heap + 1 + static_cast<uint32_t>(heap[0]))
+                 : inline_holders;
     }
     const uint32_t* holders() const {
-      return cap ? reinterpret_cast<const uint32_t*>(heap + 1 + 4 * heap[0]) : inline_holders;
+      return cap ? reinterpret_cast<const uint32_t*>(heap + 1 + static_cast<uint32_t>(heap[0]))
+                 : inline_holders;
     }
   };
 
@@ -239,13 +245,17 @@ class PrefixIndex {
   }
   Entry* FindOrInsert(BlockHash key, uint32_t slot);  // nullptr if refused
   void EraseAt(size_t i);
-  // Moves e's holders into a new heap block of `new_cap` holders whose bitsets (if any) cover
+  // Moves e's holders into a new heap block of `new_cap` holders whose bitset (if any) covers
   // the holders' slots and `extra_slot`; frees the old block.
   void Reshape(Entry& e, uint32_t new_cap, uint32_t extra_slot);
-  // Sets the bitsets (if any) of e for `slot` to `mask`.
-  static void SyncBits(Entry& e, uint32_t slot, uint32_t mask);
+  // Whether a holder of a block with a bitset is an exception (its tiers are not exactly G1).
+  static bool IsException(uint32_t mask) { return (mask & kTierMask) != 1; }
+  // Sets holder k of e to (slot, mask), mask != 0: keeps the exceptions first and the bitset.
+  static void SetHolder(Entry& e, uint32_t k, uint32_t slot, uint32_t mask);
+  // Removes holder k of e (its bit in the bitset too), keeping the exceptions first.
+  static void RemoveHolder(Entry& e, uint32_t k);
   static size_t HeapBytes(uint32_t cap, uint32_t words) {
-    return 8 + 32 * size_t{words} + 4 * size_t{cap};
+    return 8 + 8 * size_t{words} + 4 * size_t{cap};
   }
   void Grow();
   void Store(uint32_t slot, BlockHash key, uint32_t bits);
