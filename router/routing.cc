@@ -255,7 +255,7 @@ class KvPolicy final : public RoutingPolicy {
                   "the integer load sum below assumes these weights");
     const bool bs_pow2 = std::has_single_bit(bs);
     const uint64_t den = std::max<uint64_t>(2 * uint64_t{bs}, 4);
-    const uint64_t tok_mul = den / (2 * uint64_t{bs}), dec_mul = den / 4, queue_mul = den;
+    const uint64_t tok_mul = den / (2 * uint64_t{bs}), dec_mul = den / 4;
     const double inv_den = 1.0 / static_cast<double>(den);
     const double rtt_scale = rtt_blocks_per_ms_;
     double* const costs = s.costs.data();
@@ -276,9 +276,13 @@ class KvPolicy final : public RoutingPolicy {
       } else {
         double load;
         if constexpr (decltype(pow2)::value) {
-          const uint64_t units = w.prefill_tokens.load(std::memory_order_relaxed) * tok_mul +
-                                 w.decode_blocks.load(std::memory_order_relaxed) * dec_mul +
-                                 w.inflight.load(std::memory_order_relaxed) * queue_mul;
+          // inflight * den = inflight * 4 * dec_mul, so the last two terms share one multiply
+          // (the same sum mod 2^64).
+          const uint64_t units =
+              w.prefill_tokens.load(std::memory_order_relaxed) * tok_mul +
+              (w.decode_blocks.load(std::memory_order_relaxed) +
+               uint64_t{w.inflight.load(std::memory_order_relaxed)} * 4) *
+                  dec_mul;
           load = static_cast<double>(static_cast<int64_t>(units)) * inv_den;
         } else {
           load = kPrefillInFlightWeight * count(w.prefill_tokens) / bs +
