@@ -307,7 +307,7 @@ void PrefixIndex::Store(uint32_t slot, BlockHash key, uint32_t bits) {
   } else if (e->cap != 0 && e->size == e->cap) {
     Reshape(*e, std::min<uint32_t>(uint32_t{e->cap} * 2, kMaxHolders), slot);
   } else if (e->words() != 0 && slot / 64 >= e->words()) {
-    Reshape(*e, e->cap, slot);  // widen the bitsets (or drop them if too sparse)
+    Reshape(*e, e->cap, slot);  // widen the bitset (or drop it if too sparse)
   }
   const uint32_t k = e->size++;
   e->holders()[k] = MakeHolder(slot, bits);
@@ -749,10 +749,10 @@ bool SelectQueryKernelForTest(std::string_view name) {
 void PrefixIndex::QueryLocked(std::span<const BlockHash> hashes, QueryOptions options,
                               bool preds_all_live, int64_t now, QueryResult& out) const {
   // The walk keeps the candidate workers as slot bitsets (A_c, A_p). A block held by many
-  // workers is folded in with word operations on its bitsets (Entry::bits); a block with few
-  // holders by iterating its holders. Per-worker work happens only when a worker leaves a set or
-  // holds a block of its run in a tier other than G1 alone, so a block costs O(active words +
-  // such exceptions).
+  // workers is folded in with word operations on its held bitset plus its exception holders
+  // (Entry::held, Entry::exceptions); a block with few holders by iterating its holders.
+  // Per-worker work happens only when a worker leaves a set or holds a block of its run in a
+  // tier other than G1 alone, so a block costs O(active words + such exceptions).
   thread_local QueryScratch sc;
   sc.Fit(workers_.size());
   out.workers.clear();
@@ -820,8 +820,9 @@ void PrefixIndex::QueryLocked(std::span<const BlockHash> hashes, QueryOptions op
 
   // The walk is a pipeline over the request's blocks: table slots are prefetched
   // kQueryPrefetchAhead blocks ahead; kQueryFindAhead blocks ahead the (by then cached) slot is
-  // looked up and its heap block (bitsets or holders: a second, dependent DRAM miss) prefetched;
-  // block i then finds both in cache. found[] is a ring of the looked-up entries.
+  // looked up and its heap block (held bitset and exceptions, or holders: a second, dependent
+  // DRAM miss) prefetched; block i then finds both in cache. found[] is a ring of the looked-up
+  // entries.
   const size_t n_hashes = hashes.size();
   const uint32_t max_words = static_cast<uint32_t>(sc.words.size());
   const Entry* found[kQueryFindRing];

@@ -3,8 +3,9 @@
 // Fed with the KV events of many workers (kv/kv_event.h) and queried with a request's sequence
 // hashes (kv/block_hash.h). A sequence hash names a block AND its whole prefix, so the index is a
 // flat open-addressing map BlockHash -> holder set; no radix tree is needed. Widely held blocks
-// also carry worker bitsets, so a query walks the request with word operations on candidate
-// bitsets instead of iterating every holder of the fleet-wide shared prefix.
+// also carry a bitset of their holders (and list first the few holders not in G1 alone), so a
+// query walks the request with word operations on candidate bitsets instead of iterating every
+// holder of the fleet-wide shared prefix.
 //
 // Semantics (see docs/prefix-index.md):
 //  - A holder is (worker, tier mask G1|G2|G3, predicted bit). BlockStored sets the tier bit,
@@ -26,7 +27,8 @@
 //
 // Invariants: every worker's totals equal the number of (block, tier) bits it holds; an entry
 // exists iff it has at least one holder; a holder exists iff its mask is non-zero; an entry's
-// bitsets (if any) have exactly the bits of its holders' masks.
+// held bitset (if any) has exactly the slots of its holders with a tier bit, and its first
+// exceptions() holders are exactly those whose tiers are not G1 alone.
 // Thread safety: all methods may be called concurrently. Queries take a shared lock, mutations an
 // exclusive one (one std::shared_mutex).
 #pragma once
