@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <string>
 #include <type_traits>
 
 #if defined(__x86_64__)
@@ -1024,6 +1025,58 @@ std::vector<WorkerId> PrefixIndex::Workers() const {
   for (const auto& [id, slot] : slot_of_) ids.push_back(id);
   std::sort(ids.begin(), ids.end());
   return ids;
+}
+
+std::string PrefixIndex::CheckInvariants() const {
+  std::shared_lock lock(mu_);
+  std::vector<WorkerState> counted(workers_.size());
+  size_t entries = 0, holders = 0;
+  for (size_t i = 0; i < table_.size(); ++i) {
+    const Entry& e = table_[i];
+    if (e.size == 0) continue;
+    ++entries;
+    holders += e.size;
+    const std::string where = "entry " + std::to_string(e.key) + ": ";
+    if (e.cap == 0 && e.size > 2) return where + "more than 2 inline holders";
+    if (e.cap != 0 && e.size > e.cap) return where + "size above capacity";
+    const uint32_t* hs = e.holders();
+    const uint32_t words = e.words();
+    const uint32_t num_exceptions = e.exceptions();
+    if (words != 0 && num_exceptions > e.size) return where + "more exceptions than holders";
+    std::vector<uint64_t> held(words, 0);
+    for (uint32_t k = 0; k < e.size; ++k) {
+      const uint32_t slot = HolderSlot(hs[k]);
+      const uint32_t mask = HolderMask(hs[k]);
+      if (mask == 0) return where + "holder with an empty mask";
+      if (slot >= workers_.size() || !workers_[slot].live) return where + "holder of no worker";
+      for (uint32_t j = 0; j < k; ++j) {
+        if (HolderSlot(hs[j]) == slot) return where + "worker held twice";
+      }
+      if (words != 0) {
+        if (slot / 64 >= words) return where + "holder outside the bitset";
+        if ((k < num_exceptions) != IsException(mask)) {
+          return where + "holder " + std::to_string(k) + " on the wrong side of the exceptions";
+        }
+        if (mask & kTierMask) held[slot / 64] |= uint64_t{1} << (slot & 63);
+      }
+      WorkerState& c = counted[slot];
+      if (mask & kTierMask) ++c.total_blocks;
+      for (int t = 0; t < kNumMedia; ++t) c.total_tier[t] += (mask >> t) & 1;
+    }
+    for (uint32_t j = 0; j < words; ++j) {
+      if (held[j] != e.held()[j]) return where + "held bitset differs from the holders";
+    }
+  }
+  if (entries != num_entries_) return "entry count differs";
+  if (holders != num_holders_) return "holder count differs";
+  for (size_t s = 0; s < workers_.size(); ++s) {
+    if (!workers_[s].live) continue;
+    if (counted[s].total_blocks != workers_[s].total_blocks ||
+        counted[s].total_tier != workers_[s].total_tier) {
+      return "totals of worker " + std::to_string(workers_[s].id) + " differ";
+    }
+  }
+  return "";
 }
 
 std::vector<BlockHash> PrefixIndex::HeldBlocks(size_t max_blocks) const {

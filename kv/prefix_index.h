@@ -43,6 +43,7 @@
 #include <queue>
 #include <shared_mutex>
 #include <span>
+#include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
@@ -171,6 +172,11 @@ class PrefixIndex {
   // them (0 = all), in table order: a cluster's prefix summary for a global router
   // (docs/global-routing.md). O(table size) under the shared lock.
   std::vector<BlockHash> HeldBlocks(size_t max_blocks = 0) const;
+
+  // Verifies the invariants above (entries, holders, held bitsets, the exceptions-first order,
+  // every worker's totals) by a full scan under the shared lock: "" when they hold, else the
+  // first violation found. For tests and debugging; O(table size + holders).
+  std::string CheckInvariants() const;
 
  private:
   // A holder packed in 32 bits: worker slot << 4 | mask (bits 0..2 tiers, bit 3 predicted).

@@ -290,6 +290,7 @@ TEST(PrefixIndexTest, MemoryBoundPrunesOldestAndKeepsTotals) {
   EXPECT_EQ(index.Query(std::vector<BlockHash>{900}).workers.size(), 2u);
   EXPECT_TRUE(index.Query(std::vector<BlockHash>{901}).workers.empty());
   EXPECT_EQ(index.Stats().blocks, 100u);
+  EXPECT_EQ(index.CheckInvariants(), "");
 }
 
 // Naive reference: worker -> (hash -> mask), predictions as (worker, hash) -> expiry.
@@ -429,8 +430,12 @@ void RunModelCheck(int num_workers, int steps, uint64_t seed, bool long_chains =
     size_t qs = rand(3), ql = rand(long_chains ? 80 : 16);
     for (size_t i = qs; i < qs + ql; ++i) q.push_back(universe[i]);
     ExpectSame(ByWorker(index.Query(q)), ref.Query(q, now_ns), step);
+    if (step % 16 == 0) {
+      EXPECT_EQ(index.CheckInvariants(), "") << "step " << step;
+    }
     if (::testing::Test::HasFailure()) return;
   }
+  EXPECT_EQ(index.CheckInvariants(), "");
   EXPECT_EQ(index.Stats().gaps, 0u);
 }
 
@@ -622,6 +627,7 @@ TEST(PrefixIndexTest, ConcurrentIngestAndQuery) {
     EXPECT_EQ(w.total_blocks, 27u);
   }
   EXPECT_EQ(index.Stats().gaps, 0u);
+  EXPECT_EQ(index.CheckInvariants(), "");
 }
 
 }  // namespace

@@ -374,10 +374,13 @@ int Main(int argc, char** argv) {
     index.ExpirePredicted();
     const double secs = std::chrono::duration<double>(Clock::now() - ingest_start).count();
     const kv::PrefixIndexStats after = index.Stats();
-    // Every worker's sequence stayed in order, and the blocks the writers added are gone again
-    // but for each worker's last continuation (8 blocks at most per worker).
+    // Every worker's sequence stayed in order, the blocks the writers added are gone again but
+    // for each worker's last continuation (8 blocks at most per worker), and the index's own
+    // invariants hold.
+    const std::string invariants = index.CheckInvariants();
+    if (!invariants.empty()) std::fprintf(stderr, "index invariant: %s\n", invariants.c_str());
     const bool ok = after.gaps == 0 && after.blocks >= stats.blocks &&
-                    after.blocks <= stats.blocks + 8ull * o.workers;
+                    after.blocks <= stats.blocks + 8ull * o.workers && invariants.empty();
     std::printf(
         "{\"case\": \"ingest\", \"threads\": %u, \"batches\": %" PRIu64
         ", \"batches_per_s\": %.0f, \"gaps\": %" PRIu64 ", \"index_blocks_before\": %" PRIu64
