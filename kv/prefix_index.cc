@@ -311,7 +311,7 @@ void PrefixIndex::Store(uint32_t slot, BlockHash key, uint32_t bits) {
     Reshape(*e, e->cap, slot);  // widen the bitset (or drop it if too sparse)
   }
   const uint32_t k = e->size++;
-  e->holders()[k] = MakeHolder(slot, bits);
+  e->holders()[k] = MakeHolder(slot, bits);  // SetHolder may read position k before writing it
   SetHolder(*e, k, slot, bits);
   ++num_holders_;
   AccountMask(slot, 0, bits);
@@ -590,8 +590,8 @@ void PrefixIndex::QueryInto(std::span<const BlockHash> hashes, QueryOptions opti
 
 namespace {
 
-// Fold state of 64 worker slots (one word of the slot bitsets) for blocks without bitsets: the
-// runs A_c, A_p (QueryScratch::conf, pred) after folding the current block.
+// Fold state of 64 worker slots (one word of the slot bitsets) for block 0 and blocks without a
+// bitset: the runs A_c, A_p (QueryScratch::conf, pred) after folding the current block.
 struct QueryWord {
   uint64_t next_conf;
   uint64_t next_pred;
@@ -709,15 +709,19 @@ struct QueryKernel {
   ChangedWordsFn fn;
 };
 
-QueryKernel PickChangedWords() {
+// The kernels this CPU can run, fastest first.
+std::vector<QueryKernel> AvailableKernels() {
+  std::vector<QueryKernel> kernels;
 #if defined(__x86_64__)
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2")) return {"avx2", ChangedWordsAvx2};
-  return {"sse2", ChangedWordsSse2};
-#else
-  return {"scalar", ChangedWordsScalar};
+  if (__builtin_cpu_supports("avx2")) kernels.push_back({"avx2", ChangedWordsAvx2});
+  kernels.push_back({"sse2", ChangedWordsSse2});
 #endif
+  kernels.push_back({"scalar", ChangedWordsScalar});
+  return kernels;
 }
+
+QueryKernel PickChangedWords() { return AvailableKernels().front(); }
 
 // Set once at startup (tests may switch it: detail::SelectQueryKernelForTest).
 QueryKernel g_query_kernel = PickChangedWords();
@@ -728,21 +732,12 @@ namespace detail {
 std::string_view QueryKernelName() { return g_query_kernel.name; }
 
 bool SelectQueryKernelForTest(std::string_view name) {
-  if (name == "scalar") {
-    g_query_kernel = {"scalar", ChangedWordsScalar};
-    return true;
+  for (const QueryKernel& k : AvailableKernels()) {
+    if (name == k.name) {
+      g_query_kernel = k;
+      return true;
+    }
   }
-#if defined(__x86_64__)
-  __builtin_cpu_init();
-  if (name == "sse2") {
-    g_query_kernel = {"sse2", ChangedWordsSse2};
-    return true;
-  }
-  if (name == "avx2" && __builtin_cpu_supports("avx2")) {
-    g_query_kernel = {"avx2", ChangedWordsAvx2};
-    return true;
-  }
-#endif
   return false;
 }
 }  // namespace detail
@@ -874,16 +869,20 @@ void PrefixIndex::QueryLocked(std::span<const BlockHash> hashes, QueryOptions op
       // tier t: per-slot work only for slots leaving a run and for tier exceptions (block n of
       // the run not in G1, or in G2/G3). Callers skip it when there is neither (the common case
       // along a prefix).
+      // Moves word j's runs to (nc, np): slots leaving a run end it at block n.
+      auto leave = [&](uint32_t j, uint64_t nc, uint64_t np) __attribute__((always_inline)) {
+        ForEachBit(conf[j] & ~nc, j * 64, [&](uint32_t s) { qs[s].matched = n; });
+        ForEachBit(pred[j] & ~np, j * 64, [&](uint32_t s) { qs[s].with_pred = n; });
+        conf[j] = nc;
+        pred[j] = np;
+      };
       auto commit = [&](uint32_t j, uint64_t nc, uint64_t np, const uint64_t* nt)
                         __attribute__((always_inline)) {
         const uint32_t base = j * 64;
-        ForEachBit(conf[j] & ~nc, base, [&](uint32_t s) { qs[s].matched = n; });
-        ForEachBit(pred[j] & ~np, base, [&](uint32_t s) { qs[s].with_pred = n; });
         ForEachBit(nc & ~nt[0], base, [&](uint32_t s) { ++qs[s].g1_missing; });
         ForEachBit(nt[1], base, [&](uint32_t s) { ++qs[s].g2; });
         ForEachBit(nt[2], base, [&](uint32_t s) { ++qs[s].g3; });
-        conf[j] = nc;
-        pred[j] = np;
+        leave(j, nc, np);
       };
       size_t kept = 0;
       const uint32_t words = e->words();
@@ -919,8 +918,7 @@ void PrefixIndex::QueryLocked(std::span<const BlockHash> hashes, QueryOptions op
         size_t n_in = num_active;
         while (n_in != 0 && active[n_in - 1] >= words) --n_in;
         bool gone = n_in != num_active;  // some word's A_p became empty
-        const uint64_t no_tier[3] = {0, 0, 0};
-        for (size_t k = n_in; k < num_active; ++k) commit(active[k], 0, 0, no_tier);
+        for (size_t k = n_in; k < num_active; ++k) leave(active[k], 0, 0);
         // Words [first active, last active below the bitset]; the inactive ones between never
         // change (their A_p is 0).
         const uint32_t hi = n_in != 0 ? active[n_in - 1] + 1 : 0;
@@ -930,10 +928,7 @@ void PrefixIndex::QueryLocked(std::span<const BlockHash> hashes, QueryOptions op
           ForEachBit(changed, from, [&](uint32_t j) {
             const uint64_t nc = conf[j] & held[j];
             const uint64_t np = pred[j] & (held[j] | keep[j]);
-            ForEachBit(conf[j] & ~nc, j * 64, [&](uint32_t s) { qs[s].matched = n; });
-            ForEachBit(pred[j] & ~np, j * 64, [&](uint32_t s) { qs[s].with_pred = n; });
-            conf[j] = nc;
-            pred[j] = np;
+            leave(j, nc, np);
             gone |= np == 0;
           });
         }
@@ -1030,6 +1025,7 @@ std::vector<WorkerId> PrefixIndex::Workers() const {
 std::string PrefixIndex::CheckInvariants() const {
   std::shared_lock lock(mu_);
   std::vector<WorkerState> counted(workers_.size());
+  std::vector<size_t> last_entry(workers_.size(), SIZE_MAX);  // entry a slot was last seen in
   size_t entries = 0, holders = 0;
   for (size_t i = 0; i < table_.size(); ++i) {
     const Entry& e = table_[i];
@@ -1049,9 +1045,8 @@ std::string PrefixIndex::CheckInvariants() const {
       const uint32_t mask = HolderMask(hs[k]);
       if (mask == 0) return where + "holder with an empty mask";
       if (slot >= workers_.size() || !workers_[slot].live) return where + "holder of no worker";
-      for (uint32_t j = 0; j < k; ++j) {
-        if (HolderSlot(hs[j]) == slot) return where + "worker held twice";
-      }
+      if (last_entry[slot] == i) return where + "worker held twice";
+      last_entry[slot] = i;
       if (words != 0) {
         if (slot / 64 >= words) return where + "holder outside the bitset";
         if ((k < num_exceptions) != IsException(mask)) {
