@@ -586,22 +586,46 @@ StatusOr<Router::Impl::Pick> Router::Impl::Choose(Gen& g, std::span<const int32_
                                                   const std::unordered_set<kv::WorkerId>& bad_prefill,
                                                   bool allow_remote) {
   const auto t0 = Clock::now();
-  auto table = registry->Table();
-  std::vector<WorkerState*> cands;
-  std::vector<WorkerState*> excluded;
-  bool any_up = false;
-  bool all_full = true;
-  for (const auto& w : *table) {
-    if (w->removed.load() || !CanDecode(w->spec.role)) continue;
-    if (w->ready.load() && w->breaker_state() != BreakerState::kOpen) {
+  const std::shared_ptr<const WorkerView> view = registry->View();
+  // Per-thread scratch: a decision does not allocate (it never suspends, so one thread's requests
+  // do not share these at once).
+  thread_local std::vector<WorkerState*> cands, excluded, pre;
+  thread_local kv::QueryResult overlaps;
+  RouteInput in;
+  in.hashes = hashes;
+  in.prompt_tokens = static_cast<uint32_t>(prompt.size());
+  in.max_new_tokens = static_cast<uint32_t>(
+      std::max<int64_t>(0, g.max_tokens - static_cast<int64_t>(g.generated.size())));
+  in.block_size = config.block_size;
+  // A first try chooses among the view's decode workers, the policy skipping unroutable ones; a
+  // retry lists the candidates first, keeping the workers that failed it as the last resort.
+  std::span<WorkerState* const> decode_from = view->decode;
+  if (bad_decode.empty()) {
+    in.routable_only = registry.get();
+  } else {
+    registry->SelectCandidates(*view, CandidateKind::kDecode, bad_decode, nullptr, cands,
+                               &excluded);
+    if (cands.empty()) cands.swap(excluded);  // another worker when possible, else the same
+    decode_from = cands;
+  }
+  const bool disagg = allow_remote && config.disaggregation.mode != "off";
+  overlaps.workers.clear();
+  Pick p;
+  if (!decode_from.empty()) {
+    if (policy->uses_overlap() || disagg) index->QueryInto(hashes, {}, overlaps);
+    p.choice = policy->Choose(in, decode_from, overlaps);
+  }
+  in.routable_only = nullptr;
+  if (p.choice.worker == nullptr) {  // no routable decode worker
+    bool any_up = false;
+    bool all_full = true;
+    for (const WorkerState* w : view->decode) {
+      if (w->removed.load() || !w->ready.load() || w->breaker_state() == BreakerState::kOpen) {
+        continue;
+      }
       any_up = true;
       if (w->inflight.load() < registry->max_inflight_per_worker()) all_full = false;
     }
-    if (!registry->Routable(*w)) continue;
-    (bad_decode.count(w->id) ? excluded : cands).push_back(w.get());
-  }
-  if (cands.empty()) cands = std::move(excluded);  // another worker when possible, else the same
-  if (cands.empty()) {
     if (any_up && all_full) {
       return ResourceExhaustedError("every decode-capable worker has " +
                                     std::to_string(registry->max_inflight_per_worker()) +
@@ -609,33 +633,17 @@ StatusOr<Router::Impl::Pick> Router::Impl::Choose(Gen& g, std::span<const int32_
     }
     return UnavailableError("no decode-capable worker is ready");
   }
-  RouteInput in;
-  in.hashes = hashes;
-  in.prompt_tokens = static_cast<uint32_t>(prompt.size());
-  in.max_new_tokens = static_cast<uint32_t>(std::max<int64_t>(0, g.max_tokens - static_cast<int64_t>(g.generated.size())));
-  in.block_size = config.block_size;
-  kv::QueryResult overlaps;
-  const bool disagg = allow_remote && config.disaggregation.mode != "off";
-  if (policy->uses_overlap() || disagg) overlaps = index->Query(hashes);
-  Pick p;
-  p.choice = policy->Choose(in, cands, overlaps);
-  std::vector<WorkerState*> pre;
   if (disagg) {
-    for (const auto& w : *table) {
-      if (w->removed.load() || !CanPrefillRemote(w->spec.role) || w.get() == p.choice.worker) continue;
-      if (bad_prefill.count(w->id) || !registry->Routable(*w)) continue;
-      pre.push_back(w.get());
-    }
+    registry->SelectCandidates(*view, CandidateKind::kRemotePrefill, bad_prefill,
+                               p.choice.worker, pre, nullptr);
     p.plan = PlanPrefill(config.disaggregation, in, p.choice, pre, overlaps, *policy);
   } else {
     const uint64_t cached = uint64_t{p.choice.overlap_blocks} * config.block_size;
     p.plan.uncached_tokens = cached >= prompt.size() ? 0 : static_cast<uint32_t>(prompt.size() - cached);
     p.plan.reason = config.disaggregation.mode == "off" ? "disabled" : "local_only";
   }
-  for (const auto& w : *table) {
-    if (w.get() == p.choice.worker) p.decode = w;
-    if (p.plan.remote && w.get() == p.plan.prefill_worker) p.prefill = w;
-  }
+  p.decode = view->Find(p.choice.worker);
+  if (p.plan.remote) p.prefill = view->Find(p.plan.prefill_worker);
   p.prefill_overlap = p.choice.overlap_predicted;
   if (p.prefill) {
     for (const kv::WorkerMatch& m : overlaps.workers) {

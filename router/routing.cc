@@ -113,11 +113,24 @@ struct Scratch {
   std::vector<double> costs;
   std::vector<double> weights;
   std::vector<WorkerState*> prefill_room;
+  std::vector<WorkerState*> routable;
 };
 
 Scratch& ThreadScratch() {
   thread_local Scratch scratch;
   return scratch;
+}
+
+// RouteInput::routable_only for the policies that filter first: the routable ones of
+// `candidates`, in order (per-thread scratch, valid until the thread's next call).
+std::span<WorkerState* const> RoutableOnly(const WorkerRegistry& registry,
+                                           std::span<WorkerState* const> candidates) {
+  std::vector<WorkerState*>& out = ThreadScratch().routable;
+  out.clear();
+  for (WorkerState* w : candidates) {
+    if (registry.Routable(*w)) out.push_back(w);
+  }
+  return out;
 }
 
 const kv::WorkerMatch* FindMatch(const kv::QueryResult& overlaps, kv::WorkerId id) {
@@ -145,8 +158,10 @@ class RoundRobinPolicy final : public RoutingPolicy {
  public:
   const char* name() const override { return "round_robin"; }
   bool uses_overlap() const override { return false; }
-  RouteChoice Choose(const RouteInput&, std::span<WorkerState* const> candidates,
+  RouteChoice Choose(const RouteInput& input, std::span<WorkerState* const> candidates,
                      const kv::QueryResult& overlaps) override {
+    if (input.routable_only != nullptr) candidates = RoutableOnly(*input.routable_only, candidates);
+    if (candidates.empty()) return {};
     const uint64_t i = next_.fetch_add(1, std::memory_order_relaxed);
     return BaselineChoice(candidates[i % candidates.size()], overlaps);
   }
@@ -160,8 +175,10 @@ class RandomPolicy final : public RoutingPolicy {
   explicit RandomPolicy(uint64_t seed) : rng_(seed) {}
   const char* name() const override { return "random"; }
   bool uses_overlap() const override { return false; }
-  RouteChoice Choose(const RouteInput&, std::span<WorkerState* const> candidates,
+  RouteChoice Choose(const RouteInput& input, std::span<WorkerState* const> candidates,
                      const kv::QueryResult& overlaps) override {
+    if (input.routable_only != nullptr) candidates = RoutableOnly(*input.routable_only, candidates);
+    if (candidates.empty()) return {};
     LocalRng local{rng_.Next()};
     const uint32_t i = local.Below(static_cast<uint32_t>(candidates.size()));
     return BaselineChoice(candidates[i], overlaps);
@@ -176,8 +193,10 @@ class LeastLoadedPolicy final : public RoutingPolicy {
   explicit LeastLoadedPolicy(uint64_t seed) : rng_(seed) {}
   const char* name() const override { return "least_loaded"; }
   bool uses_overlap() const override { return false; }
-  RouteChoice Choose(const RouteInput&, std::span<WorkerState* const> candidates,
+  RouteChoice Choose(const RouteInput& input, std::span<WorkerState* const> candidates,
                      const kv::QueryResult& overlaps) override {
+    if (input.routable_only != nullptr) candidates = RoutableOnly(*input.routable_only, candidates);
+    if (candidates.empty()) return {};
     LocalRng local{rng_.Next()};
     WorkerState* best = nullptr;
     uint32_t best_inflight = 0;
@@ -233,9 +252,18 @@ class KvPolicy final : public RoutingPolicy {
     // at a power-of-two block size: an exact integer sum, see below): routing_test compares the
     // choice and cost with a straightforward computation on random fleets and results.
     // Candidates are distinct workers (distinct ids); so are matches.
+    // With input.routable_only the pass skips unroutable candidates itself (temperature 0; the
+    // softmax path filters first), so the router need not build a candidate list per request;
+    // it checks only the candidates that reach the running minimum.
     Scratch& s = ThreadScratch();
-    const size_t n = candidates.size();
     const bool keep_costs = temperature_ > 0;  // the softmax needs every cost
+    const WorkerRegistry* filter = input.routable_only;
+    if (filter != nullptr && keep_costs) {
+      candidates = RoutableOnly(*filter, candidates);
+      filter = nullptr;
+    }
+    if (candidates.empty()) return {};
+    const size_t n = candidates.size();
     if (keep_costs) s.costs.resize(n);
     if (s.ties.size() < n) s.ties.resize(n);
     const uint32_t bs = std::max<uint32_t>(input.block_size, 1);
@@ -330,8 +358,8 @@ class KvPolicy final : public RoutingPolicy {
     };
     double min_cost = std::numeric_limits<double>::infinity();
     size_t num_ties = 0;
-    // keep: std::bool_constant<keep_costs>.
-    auto pass = [&](auto dyn, auto pow2, auto keep) __attribute__((always_inline)) {
+    // keep: std::bool_constant<keep_costs>; filt: std::bool_constant<filter != nullptr>.
+    auto pass = [&](auto dyn, auto pow2, auto keep, auto filt) __attribute__((always_inline)) {
       double min1 = std::numeric_limits<double>::infinity();
       size_t nt = 0;
       for (size_t i = 0; i < n; ++i) {
@@ -339,8 +367,13 @@ class KvPolicy final : public RoutingPolicy {
         const double c = cost_of(dyn, pow2, w, prefill_of[match_of(w.id)]);
         if constexpr (decltype(keep)::value) costs[i] = c;
         // Most candidates cost more than the running minimum: one compare rejects them (NaN
-        // too: it compares false).
+        // too: it compares false). With a filter only a candidate that would be kept is checked:
+        // an unroutable one never sets the minimum, so the minimum and the ties are those of the
+        // routable candidates, and the check costs nothing for the others.
         if (c <= min1) [[unlikely]] {
+          if constexpr (decltype(filt)::value) {
+            if (!filter->Routable(w)) continue;
+          }
           if (c < min1) {
             min1 = c;
             nt = 0;
@@ -353,12 +386,22 @@ class KvPolicy final : public RoutingPolicy {
     };
     using T = std::true_type;
     using F = std::false_type;
+    // keep_costs and filter are never both set (the softmax path filtered above).
+    auto passes = [&](auto dyn, auto pow2) __attribute__((always_inline)) {
+      if (keep_costs) {
+        pass(dyn, pow2, T{}, F{});
+      } else if (filter != nullptr) {
+        pass(dyn, pow2, F{}, T{});
+      } else {
+        pass(dyn, pow2, F{}, F{});
+      }
+    };
     if (dynamo) {
-      keep_costs ? pass(T{}, F{}, T{}) : pass(T{}, F{}, F{});
+      passes(T{}, F{});
     } else if (bs_pow2) {
-      keep_costs ? pass(F{}, T{}, T{}) : pass(F{}, T{}, F{});
+      passes(F{}, T{});
     } else {
-      keep_costs ? pass(F{}, F{}, T{}) : pass(F{}, F{}, F{});
+      passes(F{}, F{});
     }
     // The maximum matters to the softmax only.
     double max_cost = min_cost;
@@ -368,7 +411,7 @@ class KvPolicy final : public RoutingPolicy {
 
     LocalRng local{rng_.Next()};
     size_t pick = 0;
-    double pick_cost;
+    double pick_cost = 0;
     if (keep_costs && max_cost > min_cost) {
       pick = SoftmaxPick(s.costs, s.weights, min_cost, max_cost, local);
       pick_cost = costs[pick];
@@ -380,19 +423,28 @@ class KvPolicy final : public RoutingPolicy {
       }
       if (num_ties != 0) {
         pick_cost = min_cost;
-      } else {  // no cost compared equal to the minimum (NaN costs): candidate 0, as before
-        const double prefill = prefill_of[match_of(cand[0]->id)];
-        pick_cost = dynamo    ? cost_of(T{}, F{}, *cand[0], prefill)
-                    : bs_pow2 ? cost_of(F{}, T{}, *cand[0], prefill)
-                              : cost_of(F{}, F{}, *cand[0], prefill);
+      } else {
+        // No cost compared equal to the minimum: NaN costs (candidate 0, the first routable one
+        // with a filter) or, with a filter, no routable candidate (n: no pick).
+        if (filter != nullptr) {
+          while (pick < n && !filter->Routable(*cand[pick])) ++pick;
+        }
+        if (pick < n) {
+          const double prefill = prefill_of[match_of(cand[pick]->id)];
+          pick_cost = dynamo    ? cost_of(T{}, F{}, *cand[pick], prefill)
+                      : bs_pow2 ? cost_of(F{}, T{}, *cand[pick], prefill)
+                                : cost_of(F{}, F{}, *cand[pick], prefill);
+        }
       }
     }
     RouteChoice choice;
-    choice.worker = candidates[pick];
-    choice.cost = pick_cost;
-    if (const uint32_t k = match_of(choice.worker->id); k != 0) {
-      choice.overlap_blocks = matches[k - 1].matched_blocks;
-      choice.overlap_predicted = matches[k - 1].matched_with_predicted;
+    if (pick < n) {
+      choice.worker = candidates[pick];
+      choice.cost = pick_cost;
+      if (const uint32_t k = match_of(choice.worker->id); k != 0) {
+        choice.overlap_blocks = matches[k - 1].matched_blocks;
+        choice.overlap_predicted = matches[k - 1].matched_with_predicted;
+      }
     }
     for (const kv::WorkerMatch& m : matches) {
       if (m.worker < kMaxDenseId) mpos_vec[m.worker] = 0;
@@ -549,8 +601,11 @@ PrefillPlan PlanPrefill(const RouterDisaggregationConfig& config, const RouteInp
     plan.reason = "prefill_queue_full";
     return plan;
   }
-  // The prefill worker's own overlap and load decide, with the same policy as decode routing.
-  const RouteChoice prefill = policy.Choose(input, room, overlaps);
+  // The prefill worker's own overlap and load decide, with the same policy as decode routing
+  // (the prefill candidates are routable already).
+  RouteInput prefill_input = input;
+  prefill_input.routable_only = nullptr;
+  const RouteChoice prefill = policy.Choose(prefill_input, room, overlaps);
   plan.remote = true;
   plan.prefill_worker = prefill.worker;
   plan.reason = "remote";

@@ -39,6 +39,11 @@ struct RouteInput {
   uint32_t prompt_tokens = 0;
   uint32_t max_new_tokens = 0;            // expected decode length (for decode-block estimates)
   uint32_t block_size = 16;
+  // When set, the candidates may include workers that are not routable now: Choose() decides as
+  // if they were not there (registry->Routable(w), read once per candidate), and returns a null
+  // worker when none is. The router passes a role view's workers this way, so a request does not
+  // build a candidate list first (the kv policy at temperature 0 checks in its one pass).
+  const WorkerRegistry* routable_only = nullptr;
 };
 
 struct RouteChoice {
@@ -55,7 +60,8 @@ class RoutingPolicy {
   // Whether Choose() uses `overlaps` (the caller skips the index query otherwise).
   virtual bool uses_overlap() const = 0;
   // `candidates` is non-empty; `overlaps` is PrefixIndex::Query(input.hashes) (all_workers
-  // false: workers absent from it have no overlap).
+  // false: workers absent from it have no overlap). The worker is null only when
+  // input.routable_only left no candidate.
   virtual RouteChoice Choose(const RouteInput& input, std::span<WorkerState* const> candidates,
                              const kv::QueryResult& overlaps) = 0;
 };

@@ -8,12 +8,14 @@
 //    of its own (the prefix is then held by that worker too);
 //  - 5% of the holders' blocks in G2 and 2% in G3, and `--predictions` router predictions (whole
 //    recent requests on random workers);
-//  - random router-side load on every worker.
+//  - random router-side load on every worker (the workers are a real WorkerRegistry's).
 // Requests of 2-8k tokens (block 16): half continue a conversation (prefix + conversation blocks
 // + new blocks), half are new (a shared prefix + new blocks).
-// Timed per decision (steady_clock): QueryInto (kv modes) + Choose + PlanPrefill (conditional),
-// for each mode; one JSON object per case on stdout. Then the hashing cost of a 4k-token prompt
-// (ComputeSequenceHashes) for reference.
+// Timed per decision (steady_clock), the router's per-request path (Router::Impl::Choose, first
+// try): the registry's view, QueryInto (kv modes), Choose over the view's decode workers with
+// RouteInput::routable_only, the prefill candidates (SelectCandidates) and PlanPrefill
+// (conditional), the chosen worker's table entry; for each mode; one JSON object per case. Then
+// the hashing cost of a 4k-token prompt (ComputeSequenceHashes) for reference.
 // `--ingest_threads N` runs N threads that keep writing the index while decisions are timed (as
 // the router's ZMQ indexer threads do): each batch stores a fresh 8-block continuation of a
 // random conversation on its worker and (next batch) removes the previous one, and routes it with a
@@ -29,6 +31,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <unordered_set>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -68,12 +71,6 @@ struct Options {
   uint64_t seed = 1;
   uint32_t ingest_threads = 0;   // threads writing the index during the timed decisions
   std::string only;              // run only this case
-};
-
-struct Fleet {
-  std::vector<std::unique_ptr<WorkerState>> owned;
-  std::vector<WorkerState*> decode;   // decode-capable
-  std::vector<WorkerState*> prefill;  // prefill-capable
 };
 
 struct Request {
@@ -176,22 +173,34 @@ int Main(int argc, char** argv) {
     }
   };
 
-  // Fleet with random router-side load.
-  Fleet fleet;
+  // Fleet: a real WorkerRegistry (not started: no health probes, so the bench marks every
+  // worker ready itself) with random router-side load. Its ids are 1..workers.
+  WorkerRegistryOptions ro;
   for (uint32_t i = 0; i < o.workers; ++i) {
-    auto w = std::make_unique<WorkerState>();
-    w->id = i + 1;
-    w->spec.role = i < o.prefill_workers ? WorkerRole::kPrefill
-                   : o.prefill_workers > 0 ? WorkerRole::kDecode
-                                           : WorkerRole::kAggregated;
+    WorkerSpec spec;
+    spec.url = "http://127.0.0.1:" + std::to_string(20000 + i);
+    spec.role = i < o.prefill_workers ? WorkerRole::kPrefill
+                : o.prefill_workers > 0 ? WorkerRole::kDecode
+                                        : WorkerRole::kAggregated;
+    ro.static_workers.push_back(std::move(spec));
+  }
+  auto created_registry = WorkerRegistry::Create(std::move(ro), nullptr);
+  if (!created_registry.ok()) {
+    std::fprintf(stderr, "%s\n", created_registry.status().ToString().c_str());
+    return 1;
+  }
+  const WorkerRegistry& registry = **created_registry;
+  const std::shared_ptr<const WorkerView> fleet = registry.View();
+  for (const auto& w : *fleet->table) {
     w->ready = true;
     w->inflight = rng.Range(0, 32);
     w->prefills_inflight = rng.Range(0, 10);
     w->prefill_tokens = rng.Range(0, 20000);
     w->decode_blocks = rng.Range(0, 8000);
-    if (CanDecode(w->spec.role)) fleet.decode.push_back(w.get());
-    if (CanPrefillRemote(w->spec.role)) fleet.prefill.push_back(w.get());
-    fleet.owned.push_back(std::move(w));
+  }
+  if (fleet->table->size() != o.workers || fleet->table->back()->id != o.workers) {
+    std::fprintf(stderr, "the registry did not number the workers 1..%u\n", o.workers);
+    return 1;
   }
 
   // The index.
@@ -253,13 +262,15 @@ int Main(int argc, char** argv) {
     const char* mode;
     const char* kv_cost;
     double temperature;
+    bool listed = false;  // a retry's path: SelectCandidates first, then Choose over the list
   };
   const Case cases[] = {
       {"kv/kvmesh", "kv", "kvmesh", 0},         {"kv/dynamo", "kv", "dynamo", 0},
       {"kv/kvmesh/t0.1", "kv", "kvmesh", 0.1},  {"kv/dynamo/t0.1", "kv", "dynamo", 0.1},
       {"round_robin", "round_robin", "", 0},    {"random", "random", "", 0},
       {"least_loaded", "least_loaded", "", 0},
-      {"index_query_only", "kv", "kvmesh", 0},  // QueryInto alone: the index's share of kv
+      {"index_query_only", "kv", "kvmesh", 0},  // the view and QueryInto: the index's share
+      {"kv/kvmesh/listed", "kv", "kvmesh", 0, true},
   };
   // Writers: thread t owns the workers w with w % ingest_threads == t (so each worker's batch
   // sequence stays in order), like the indexer's per-worker event streams.
@@ -320,29 +331,43 @@ int Main(int argc, char** argv) {
     RoutingPolicy& policy = **created;
     const bool query_only = std::string(c.name) == "index_query_only";
     kv::QueryResult q;
+    const std::unordered_set<kv::WorkerId> none;
+    std::vector<WorkerState*> pre, cands, excluded;
     uint64_t overlap_sum = 0, remote = 0;
-    // Warm-up (scratch buffers, caches), untimed.
-    for (uint32_t i = 0; i < std::min<uint32_t>(o.requests, 2000); ++i) {
-      const Request& r = requests[i];
-      RouteInput in{r.hashes, r.prompt_tokens, 256, 16};
+    // One decision as Router::Impl::Choose makes it on a first try: the membership view, the
+    // index query, the policy over the view's decode workers (skipping unroutable ones), the
+    // routable prefill candidates and the plan, the chosen worker's table entry. A `listed` case
+    // lists the routable decode candidates first, as a retry does.
+    auto decide = [&](const Request& r, RouteChoice& d, PrefillPlan& plan)
+                      __attribute__((always_inline)) {
+      const std::shared_ptr<const WorkerView> view = registry.View();
+      RouteInput in{r.hashes, r.prompt_tokens, 256, 16, c.listed ? nullptr : &registry};
+      if (c.listed) {
+        registry.SelectCandidates(*view, CandidateKind::kDecode, none, nullptr, cands,
+                                  &excluded);
+      }
       q.workers.clear();
       if (policy.uses_overlap()) index.QueryInto(r.hashes, {}, q);
-      RouteChoice d = policy.Choose(in, fleet.decode, q);
-      (void)PlanPrefill(disagg, in, d, fleet.prefill, q, policy);
+      if (query_only) return;
+      d = policy.Choose(in, c.listed ? std::span<WorkerState* const>(cands) : view->decode, q);
+      registry.SelectCandidates(*view, CandidateKind::kRemotePrefill, none, d.worker, pre,
+                                nullptr);
+      plan = PlanPrefill(disagg, in, d, pre, q, policy);
+      if (view->Find(d.worker) == nullptr) std::abort();  // the router's table entry lookup
+    };
+    // Warm-up (scratch buffers, caches), untimed.
+    for (uint32_t i = 0; i < std::min<uint32_t>(o.requests, 2000); ++i) {
+      RouteChoice d;
+      PrefillPlan plan;
+      decide(requests[i], d, plan);
     }
     const Clock::time_point start = Clock::now();
     for (uint64_t i = 0; i < o.decisions; ++i) {
       const Request& r = requests[i % requests.size()];
-      const Clock::time_point t0 = Clock::now();
-      RouteInput in{r.hashes, r.prompt_tokens, 256, 16};
-      q.workers.clear();
-      if (policy.uses_overlap()) index.QueryInto(r.hashes, {}, q);
       RouteChoice d;
       PrefillPlan plan;
-      if (!query_only) {
-        d = policy.Choose(in, fleet.decode, q);
-        plan = PlanPrefill(disagg, in, d, fleet.prefill, q, policy);
-      }
+      const Clock::time_point t0 = Clock::now();
+      decide(r, d, plan);
       const Clock::time_point t1 = Clock::now();
       ns[i] = static_cast<uint32_t>(std::min<int64_t>(
           std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count(), UINT32_MAX));
@@ -359,7 +384,7 @@ int Main(int argc, char** argv) {
         "\"remote_prefill_ratio\": %.3f, \"request_median_p50_us\": %.2f, "
         "\"request_median_p99_us\": %.2f, \"over_50us\": %" PRIu64
         ", \"over_50us_fast_request\": %" PRIu64 "}\n",
-        c.name, o.workers, fleet.decode.size(), fleet.prefill.size(), o.decisions,
+        c.name, o.workers, fleet->decode.size(), fleet->prefill.size(), o.decisions,
         o.decisions / secs, Percentile(ns, 0.5), Percentile(ns, 0.99), Percentile(ns, 0.999),
         ns.back() / 1000.0, static_cast<double>(overlap_sum) / o.decisions,
         static_cast<double>(remote) / o.decisions, spread.median_p50_us, spread.median_p99_us,

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <deque>
+#include <limits>
 #include <map>
 #include <memory>
 #include <numeric>
@@ -17,6 +18,7 @@
 #include "kv/block_hash.h"
 #include "kv/kv_event.h"
 #include "kv/prefix_index.h"
+#include "router/worker_registry.h"
 
 namespace kvmesh::router {
 namespace {
@@ -626,6 +628,87 @@ TEST(RoutingTest, FastPassChoosesLikeTheStraightforwardComputation) {
       }
       if (tied > 1) {
         EXPECT_GT(chosen.size(), 1u) << "trial " << trial << ": ties never broken";
+      }
+    }
+  }
+}
+
+// RouteInput::routable_only: every policy, given all workers and the registry, chooses exactly
+// what it chooses from the routable ones listed first (same seed, so the same draws), and returns
+// no worker when none is routable.
+TEST(RoutingTest, RoutableOnlyChoosesLikeAFilteredList) {
+  WorkerRegistryOptions ro;
+  ro.max_inflight_per_worker = 6;
+  auto registry = WorkerRegistry::Create(ro, nullptr);  // Routable() needs only the options
+  ASSERT_TRUE(registry.ok());
+  const WorkerRegistry& reg = **registry;
+  std::mt19937_64 rng(77);
+  auto rand = [&rng](uint64_t n) { return rng() % n; };
+  struct Mode {
+    const char* mode;
+    const char* cost;
+    double temperature;
+  };
+  const Mode modes[] = {{"kv", "kvmesh", 0},   {"kv", "dynamo", 0}, {"kv", "kvmesh", 0.5},
+                        {"kv", "dynamo", 0.2}, {"round_robin", "", 0}, {"random", "", 0},
+                        {"least_loaded", "", 0}};
+  for (int trial = 0; trial < 120; ++trial) {
+    const size_t n = 1 + rand(trial % 5 == 0 ? 1100 : 60);
+    Fleet fleet(n, WorkerRole::kAggregated, static_cast<kv::WorkerId>(1 + rand(40)));
+    const uint64_t unroutable_per_8 = trial % 10 == 0 ? 8 : rand(8);  // all of them, sometimes
+    for (WorkerState* w : fleet.all) {
+      w->inflight = static_cast<uint32_t>(rand(6));  // below the limit
+      w->prefill_tokens = rand(4) * kBlock;
+      w->decode_blocks = rand(4);
+      if (rand(8) < unroutable_per_8) {
+        switch (rand(4)) {
+          case 0: w->ready = false; break;
+          case 1: w->inflight = 6 + static_cast<uint32_t>(rand(3)); break;  // at the limit
+          case 2:
+            w->breaker = static_cast<int>(BreakerState::kOpen);
+            w->open_until_ns = std::numeric_limits<int64_t>::max();
+            break;
+          default:
+            w->breaker = static_cast<int>(BreakerState::kHalfOpen);
+            w->half_open_probe_taken = true;
+        }
+      } else if (rand(10) == 0) {
+        w->breaker = static_cast<int>(BreakerState::kHalfOpen);  // probe slot free: routable
+      }
+    }
+    std::vector<WorkerState*> routable;
+    for (WorkerState* w : fleet.all) {
+      if (reg.Routable(*w)) routable.push_back(w);
+    }
+    kv::QueryResult q;
+    for (size_t k = 0, m = rand(n + 1); k < m; ++k) {
+      kv::WorkerMatch match;
+      match.worker = fleet.all[k]->id;  // distinct
+      match.matched_blocks = static_cast<uint32_t>(rand(8));
+      match.matched_tier[0] = match.matched_blocks;
+      match.matched_with_predicted = match.matched_blocks;
+      q.workers.push_back(match);
+    }
+    const std::vector<kv::BlockHash> no_hashes;
+    for (const Mode& m : modes) {
+      auto fused = MakePolicy(m.mode, m.cost, m.temperature, 1, static_cast<uint64_t>(trial));
+      auto listed = MakePolicy(m.mode, m.cost, m.temperature, 1, static_cast<uint64_t>(trial));
+      RouteInput in = Input(no_hashes, 1 + static_cast<uint32_t>(rand(200)));
+      RouteInput filtered_in = in;
+      filtered_in.routable_only = &reg;
+      for (int rep = 0; rep < 5; ++rep) {
+        const RouteChoice a = fused->Choose(filtered_in, fleet.all, q);
+        if (routable.empty()) {
+          EXPECT_EQ(a.worker, nullptr) << m.mode << " " << m.cost;
+          break;
+        }
+        const RouteChoice b = listed->Choose(in, routable, q);
+        ASSERT_EQ(a.worker, b.worker) << "trial " << trial << " " << m.mode << " " << m.cost << " "
+                                      << m.temperature;
+        EXPECT_EQ(a.cost, b.cost);
+        EXPECT_EQ(a.overlap_blocks, b.overlap_blocks);
+        EXPECT_EQ(a.overlap_predicted, b.overlap_predicted);
+        ASSERT_TRUE(reg.Routable(*a.worker));
       }
     }
   }

@@ -363,6 +363,20 @@ struct WorkerRegistry::Impl {
   std::set<std::string> static_urls;                            // immutable after Create
   kv::WorkerId next_id = 1;                                     // guarded by mu; never reused
   std::atomic<std::shared_ptr<const WorkerTable>> table{std::make_shared<const WorkerTable>()};
+  std::atomic<std::shared_ptr<const WorkerView>> view{
+      std::make_shared<const WorkerView>(WorkerView{table.load(), {}, {}})};
+
+  // Makes `t` the current membership (callers hold mu): the table, then its view.
+  void Publish(std::shared_ptr<const WorkerTable> t) {
+    auto v = std::make_shared<WorkerView>();
+    v->table = t;
+    for (const auto& w : *t) {
+      if (CanDecode(w->role)) v->decode.push_back(w.get());
+      if (CanPrefillRemote(w->role)) v->prefill.push_back(w.get());
+    }
+    table.store(std::move(t));
+    view.store(std::move(v));
+  }
 
   // Threads.
   std::mutex stop_mu;
@@ -464,11 +478,12 @@ StatusOr<std::unique_ptr<WorkerRegistry>> WorkerRegistry::Create(WorkerRegistryO
       auto w = std::make_shared<WorkerState>();
       w->id = impl.next_id++;
       w->spec = Normalized(std::move(s));
+      w->role = w->spec.role;
       w->rtt_ms = w->spec.rtt_ms;
       impl.members[w->spec.url] = w;
       table->push_back(w);
     }
-    impl.table.store(std::move(table));
+    impl.Publish(std::move(table));
   }
   impl.UpdateGauges();
   return r;
@@ -535,6 +550,7 @@ void WorkerRegistry::SetWorkers(std::vector<WorkerSpec> workers) {
       auto w = std::make_shared<WorkerState>();
       w->id = impl.next_id++;
       w->spec = std::move(spec);
+      w->role = w->spec.role;
       w->rtt_ms = w->spec.rtt_ms;
       next[url] = w;
       added.push_back(w);
@@ -545,7 +561,7 @@ void WorkerRegistry::SetWorkers(std::vector<WorkerSpec> workers) {
     std::sort(table->begin(), table->end(),
               [](const auto& a, const auto& b) { return a->id < b->id; });
     impl.members = std::move(next);
-    impl.table.store(std::move(table));
+    impl.Publish(std::move(table));
   }
   KVMESH_LOG_INFO(kComponent, "workers changed", {"added", added.size()}, {"removed", removed.size()},
                   {"total", impl.table.load()->size()});
@@ -567,12 +583,37 @@ void WorkerRegistry::SetWorkers(std::vector<WorkerSpec> workers) {
   if (options_.on_change) options_.on_change(added, removed);
 }
 
-bool WorkerRegistry::Routable(const WorkerState& w) const {
-  if (w.removed.load(std::memory_order_relaxed) || !w.ready.load(std::memory_order_relaxed)) {
-    return false;
+std::shared_ptr<const WorkerView> WorkerRegistry::View() const { return impl_->view.load(); }
+
+std::shared_ptr<WorkerState> WorkerView::Find(const WorkerState* w) const {
+  if (w == nullptr) return nullptr;
+  auto it = std::lower_bound(table->begin(), table->end(), w->id,
+                             [](const auto& a, kv::WorkerId id) { return a->id < id; });
+  return it != table->end() && it->get() == w ? *it : nullptr;
+}
+
+void WorkerRegistry::SelectCandidates(const WorkerView& view, CandidateKind kind,
+                                      const std::unordered_set<kv::WorkerId>& exclude,
+                                      const WorkerState* skip, std::vector<WorkerState*>& out,
+                                      std::vector<WorkerState*>* excluded) const {
+  out.clear();
+  if (excluded != nullptr) excluded->clear();
+  const std::vector<WorkerState*>& from =
+      kind == CandidateKind::kDecode ? view.decode : view.prefill;
+  if (out.capacity() < from.size()) out.reserve(from.size());
+  const bool any_excluded = !exclude.empty();
+  for (WorkerState* w : from) {
+    if (w == skip || !Routable(*w)) continue;
+    if (any_excluded && exclude.count(w->id) != 0) {
+      if (excluded != nullptr) excluded->push_back(w);
+      continue;
+    }
+    out.push_back(w);
   }
-  if (w.inflight.load(std::memory_order_relaxed) >= options_.max_inflight_per_worker) return false;
-  switch (w.breaker_state()) {
+}
+
+bool WorkerRegistry::RoutableWithBreaker(const WorkerState& w, BreakerState breaker) const {
+  switch (breaker) {
     case BreakerState::kClosed:
       return true;
     case BreakerState::kOpen:

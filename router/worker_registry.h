@@ -31,6 +31,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <unordered_set>
 #include <vector>
 
 #include "common/metrics.h"
@@ -88,13 +89,14 @@ const char* BreakerStateName(BreakerState s);  // "closed", "open", "half_open"
 // One worker's live state. Fields change in place (atomics); the object lives as long as any
 // table snapshot or guard refers to it.
 // The first cache line holds what a routing decision reads for each of up to 1,000 candidates
-// (id, the load counters, rtt_ms) and what Routable() reads, so a decision touches one line per
-// candidate.
+// (id, role, the load counters, rtt_ms) and what Routable() reads, so a decision touches one line
+// per candidate.
 struct alignas(64) WorkerState {
   kv::WorkerId id = 0;
   // Router-side load.
   std::atomic<uint32_t> inflight{0};           // requests the router has on this worker
   std::atomic<uint32_t> prefills_inflight{0};  // of which prefill (remote or local) not done yet
+  WorkerRole role = WorkerRole::kAggregated;   // spec.role (a role change makes a new worker)
   std::atomic<uint64_t> prefill_tokens{0};     // uncached prompt tokens being prefilled
   std::atomic<uint64_t> decode_blocks{0};      // KV blocks held by requests decoding here
   double rtt_ms = 0;  // spec.rtt_ms, next to the load counters the kv cost reads
@@ -110,7 +112,20 @@ struct alignas(64) WorkerState {
   BreakerState breaker_state() const { return static_cast<BreakerState>(breaker.load()); }
 };
 
-using WorkerTable = std::vector<std::shared_ptr<WorkerState>>;
+using WorkerTable = std::vector<std::shared_ptr<WorkerState>>;  // in id order
+
+// One membership snapshot as routing reads it for every request: the table and, in table order,
+// the workers each kind of candidate is drawn from, so a request scans only those.
+struct WorkerView {
+  std::shared_ptr<const WorkerTable> table;
+  std::vector<WorkerState*> decode;   // CanDecode(role)
+  std::vector<WorkerState*> prefill;  // CanPrefillRemote(role)
+
+  // The table's entry for `w` (one of its workers), or null: a binary search by id.
+  std::shared_ptr<WorkerState> Find(const WorkerState* w) const;
+};
+
+enum class CandidateKind { kDecode, kRemotePrefill };
 
 // What one routed request adds to a worker's load; removed on destruction (or by the Set*/Done
 // methods as the request moves from prefill to decode).
@@ -166,11 +181,28 @@ class WorkerRegistry {
   void SetWorkers(std::vector<WorkerSpec> workers);
 
   std::shared_ptr<const WorkerTable> Table() const;
+  std::shared_ptr<const WorkerView> View() const;  // the same snapshot with its role views
   std::shared_ptr<WorkerState> Find(kv::WorkerId id) const;
 
   // Routable now: ready, breaker closed (or half-open with the probe slot free: this call does
   // not take the slot), inflight < max_inflight_per_worker.
-  bool Routable(const WorkerState& w) const;
+  bool Routable(const WorkerState& w) const {
+    if (w.removed.load(std::memory_order_relaxed) || !w.ready.load(std::memory_order_relaxed)) {
+      return false;
+    }
+    if (w.inflight.load(std::memory_order_relaxed) >= options_.max_inflight_per_worker) {
+      return false;
+    }
+    const int breaker = w.breaker.load(std::memory_order_relaxed);
+    return breaker == static_cast<int>(BreakerState::kClosed) ||
+           RoutableWithBreaker(w, static_cast<BreakerState>(breaker));
+  }
+  // One request's candidates of `kind` from `view` (the router's per-request scan; routing_bench
+  // times it with the decision): the routable workers, in table order, other than `skip`; those
+  // in `exclude` go to `excluded` instead (dropped when it is null). Clears both first.
+  void SelectCandidates(const WorkerView& view, CandidateKind kind,
+                        const std::unordered_set<kv::WorkerId>& exclude, const WorkerState* skip,
+                        std::vector<WorkerState*>& out, std::vector<WorkerState*>* excluded) const;
   // Takes the half-open probe slot if needed; false if another request holds it or the breaker
   // is open. Call right before sending to the worker.
   bool Admit(WorkerState& w);
@@ -181,6 +213,7 @@ class WorkerRegistry {
 
  private:
   WorkerRegistry(WorkerRegistryOptions options, MetricsRegistry* metrics);
+  bool RoutableWithBreaker(const WorkerState& w, BreakerState breaker) const;  // not closed
   struct Impl;
   WorkerRegistryOptions options_;
   std::unique_ptr<Impl> impl_;

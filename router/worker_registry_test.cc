@@ -9,10 +9,12 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_set>
 #include <vector>
 
 #include "common/http_server.h"
@@ -464,6 +466,78 @@ TEST(WorkerRegistryTest, SetWorkersKeepsIdsAndStaticWorkers) {
   auto t3 = r.Table();
   ASSERT_EQ(t3->size(), 2u);
   EXPECT_GT(t3->at(1)->id, t2->at(1)->id);
+}
+
+// The per-request candidate scan: roles from the view, routability, exclusion and skip, in
+// table order; the view follows membership changes and old views stay intact.
+TEST(WorkerRegistryTest, ViewSelectsRoutableCandidatesByRole) {
+  WorkerRegistryOptions o;
+  o.health_interval = 1h;
+  o.max_inflight_per_worker = 4;
+  const WorkerRole roles[] = {WorkerRole::kAggregated, WorkerRole::kPrefill, WorkerRole::kDecode,
+                              WorkerRole::kAggregated, WorkerRole::kPrefill, WorkerRole::kDecode,
+                              WorkerRole::kDecode};
+  for (size_t i = 0; i < std::size(roles); ++i) {
+    o.static_workers.push_back(Spec("http://127.0.0.1:" + std::to_string(101 + i), roles[i]));
+  }
+  auto reg = WorkerRegistry::Create(o, nullptr);  // not started: readiness is set below
+  ASSERT_TRUE(reg.ok());
+  WorkerRegistry& r = **reg;
+  const auto view = r.View();
+  ASSERT_EQ(view->table, r.Table());
+  const WorkerTable& t = *view->table;
+  ASSERT_EQ(t.size(), std::size(roles));
+  for (size_t i = 0; i < t.size(); ++i) EXPECT_EQ(t[i]->role, roles[i]) << i;
+  auto ids = [](const std::vector<WorkerState*>& ws) {
+    std::vector<kv::WorkerId> out;
+    for (const WorkerState* w : ws) out.push_back(w->id);
+    return out;
+  };
+  const kv::WorkerId id0 = t[0]->id;
+  auto id = [&](size_t i) { return id0 + static_cast<kv::WorkerId>(i); };
+  EXPECT_EQ(ids(view->decode), (std::vector<kv::WorkerId>{id(0), id(2), id(3), id(5), id(6)}));
+  EXPECT_EQ(ids(view->prefill), (std::vector<kv::WorkerId>{id(1), id(4)}));
+
+  std::vector<WorkerState*> out{t[1].get()}, excluded{t[1].get()};
+  const std::unordered_set<kv::WorkerId> none;
+  r.SelectCandidates(*view, CandidateKind::kDecode, none, nullptr, out, &excluded);
+  EXPECT_TRUE(out.empty());  // nobody is ready yet; both lists were cleared
+  EXPECT_TRUE(excluded.empty());
+
+  for (const auto& w : t) w->ready = true;
+  t[2]->inflight = 4;                                                  // at the limit
+  t[3]->breaker = static_cast<int>(BreakerState::kOpen);               // open for an hour
+  t[3]->open_until_ns = std::numeric_limits<int64_t>::max();
+  t[5]->breaker = static_cast<int>(BreakerState::kHalfOpen);           // probe slot free
+  r.SelectCandidates(*view, CandidateKind::kDecode, none, nullptr, out, &excluded);
+  EXPECT_EQ(ids(out), (std::vector<kv::WorkerId>{id(0), id(5), id(6)}));
+  t[5]->half_open_probe_taken = true;
+  const std::unordered_set<kv::WorkerId> bad{id(0), id(2)};
+  r.SelectCandidates(*view, CandidateKind::kDecode, bad, t[6].get(), out, &excluded);
+  EXPECT_TRUE(out.empty());
+  EXPECT_EQ(ids(excluded), std::vector<kv::WorkerId>{id(0)});  // routable, but excluded
+  r.SelectCandidates(*view, CandidateKind::kDecode, bad, nullptr, out, nullptr);
+  EXPECT_EQ(ids(out), std::vector<kv::WorkerId>{id(6)});
+  // The same as filtering the table with Routable().
+  for (const WorkerState* w : out) EXPECT_TRUE(r.Routable(*w));
+  r.SelectCandidates(*view, CandidateKind::kRemotePrefill, none, t[1].get(), out, nullptr);
+  EXPECT_EQ(ids(out), std::vector<kv::WorkerId>{id(4)});
+
+  for (size_t i = 0; i < t.size(); ++i) EXPECT_EQ(view->Find(t[i].get()), t[i]) << i;
+  WorkerState stranger;
+  stranger.id = id(3);  // an id of the table, but not its object
+  EXPECT_EQ(view->Find(&stranger), nullptr);
+  EXPECT_EQ(view->Find(nullptr), nullptr);
+
+  // A dynamic worker joins (its probe fails: not ready); the old view is unchanged.
+  r.SetWorkers({Spec("http://127.0.0.1:1", WorkerRole::kPrefill)});
+  const auto view2 = r.View();
+  EXPECT_EQ(view2->table, r.Table());
+  EXPECT_EQ(view2->table->size(), t.size() + 1);
+  EXPECT_EQ(view2->prefill.size(), 3u);
+  EXPECT_EQ(view2->prefill.back()->role, WorkerRole::kPrefill);
+  EXPECT_EQ(view->prefill.size(), 2u);
+  EXPECT_EQ(view2->Find(view2->prefill.back()), view2->table->back());
 }
 
 class WorkersFile {
