@@ -196,6 +196,7 @@ struct Router::Impl {
   std::atomic<uint64_t> summary_seq{0};
   std::unique_ptr<WorkerRegistry> registry;
   std::unique_ptr<RoutingPolicy> policy;
+  Counter* policy_decisions = nullptr;  // routing_decisions{mode=policy->name()}
   std::unique_ptr<http::HttpServer> http;
 
   std::atomic<bool> draining{false};
@@ -245,6 +246,7 @@ Status Router::Impl::Init() {
 
   std::random_device rd;
   KVMESH_ASSIGN_OR_RETURN(policy, CreateRoutingPolicy(config.routing, (uint64_t{rd()} << 32) ^ rd()));
+  policy_decisions = &metrics.routing_decisions->WithLabels({policy->name()});
 
   index = std::make_unique<kv::PrefixIndex>();
   KvIndexerOptions io;
@@ -650,7 +652,7 @@ StatusOr<Router::Impl::Pick> Router::Impl::Choose(Gen& g, std::span<const int32_
       if (m.worker == p.prefill->id) p.prefill_overlap = m.matched_with_predicted;
     }
   }
-  metrics.routing_decisions->WithLabels({policy->name()}).Inc();
+  policy_decisions->Inc();
   metrics.routing_decision_seconds->Observe(Seconds(Clock::now() - t0));
   if (!p.decode) return InternalError("routing policy chose a worker outside the candidates");
   return p;
