@@ -19,7 +19,8 @@
 //
 // Threading: every method is thread-safe. Table() returns an immutable snapshot of membership
 // (shared_ptr, rebuilt on change) whose WorkerState entries hold atomics that change in place, so
-// a routing decision reads 1,000 workers without locks or copies.
+// a routing decision reads 1,000 workers without locks or copies; View() is the same snapshot
+// with its decode and prefill workers listed.
 #pragma once
 
 #include <atomic>
@@ -197,8 +198,8 @@ class WorkerRegistry {
     return breaker == static_cast<int>(BreakerState::kClosed) ||
            RoutableWithBreaker(w, static_cast<BreakerState>(breaker));
   }
-  // One request's candidates of `kind` from `view` (the router's per-request scan; routing_bench
-  // times it with the decision): the routable workers, in table order, other than `skip`; those
+  // One request's candidates of `kind` from `view` (the router's prefill candidates, and its
+  // decode candidates on a retry): the routable workers, in table order, other than `skip`; those
   // in `exclude` go to `excluded` instead (dropped when it is null). Clears both first.
   void SelectCandidates(const WorkerView& view, CandidateKind kind,
                         const std::unordered_set<kv::WorkerId>& exclude, const WorkerState* skip,
