@@ -865,10 +865,6 @@ void PrefixIndex::QueryLocked(std::span<const BlockHash> hashes, QueryOptions op
       e = found[i % kQueryFindRing];
       if (e == nullptr) break;
       const uint32_t n = static_cast<uint32_t>(i);
-      // Moves word q to (nc, np) at block n, where nt[t] = the slots of nc holding block n in
-      // tier t: per-slot work only for slots leaving a run and for tier exceptions (block n of
-      // the run not in G1, or in G2/G3). Callers skip it when there is neither (the common case
-      // along a prefix).
       // Moves word j's runs to (nc, np): slots leaving a run end it at block n.
       auto leave = [&](uint32_t j, uint64_t nc, uint64_t np) __attribute__((always_inline)) {
         ForEachBit(conf[j] & ~nc, j * 64, [&](uint32_t s) { qs[s].matched = n; });
@@ -876,6 +872,10 @@ void PrefixIndex::QueryLocked(std::span<const BlockHash> hashes, QueryOptions op
         conf[j] = nc;
         pred[j] = np;
       };
+      // Moves word j to (nc, np) at block n, where nt[t] = the slots of nc holding block n in
+      // tier t: per-slot work only for slots leaving a run and for tier exceptions (block n of
+      // the run not in G1, or in G2/G3). Callers skip it when there is neither (the common case
+      // along a prefix).
       auto commit = [&](uint32_t j, uint64_t nc, uint64_t np, const uint64_t* nt)
                         __attribute__((always_inline)) {
         const uint32_t base = j * 64;

@@ -617,7 +617,6 @@ StatusOr<Router::Impl::Pick> Router::Impl::Choose(Gen& g, std::span<const int32_
     if (policy->uses_overlap() || disagg) index->QueryInto(hashes, {}, overlaps);
     p.choice = policy->Choose(in, decode_from, overlaps);
   }
-  in.routable_only = nullptr;
   if (p.choice.worker == nullptr) {  // no routable decode worker
     bool any_up = false;
     bool all_full = true;

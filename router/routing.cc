@@ -122,13 +122,15 @@ Scratch& ThreadScratch() {
 }
 
 // RouteInput::routable_only for the policies that filter first: the routable ones of
-// `candidates`, in order (per-thread scratch, valid until the thread's next call).
-std::span<WorkerState* const> RoutableOnly(const WorkerRegistry& registry,
+// `candidates`, in order (per-thread scratch, valid until the thread's next call); `candidates`
+// itself when input.routable_only is null.
+std::span<WorkerState* const> RoutableOnly(const RouteInput& input,
                                            std::span<WorkerState* const> candidates) {
+  if (input.routable_only == nullptr) return candidates;
   std::vector<WorkerState*>& out = ThreadScratch().routable;
   out.clear();
   for (WorkerState* w : candidates) {
-    if (registry.Routable(*w)) out.push_back(w);
+    if (input.routable_only->Routable(*w)) out.push_back(w);
   }
   return out;
 }
@@ -160,7 +162,7 @@ class RoundRobinPolicy final : public RoutingPolicy {
   bool uses_overlap() const override { return false; }
   RouteChoice Choose(const RouteInput& input, std::span<WorkerState* const> candidates,
                      const kv::QueryResult& overlaps) override {
-    if (input.routable_only != nullptr) candidates = RoutableOnly(*input.routable_only, candidates);
+    candidates = RoutableOnly(input, candidates);
     if (candidates.empty()) return {};
     const uint64_t i = next_.fetch_add(1, std::memory_order_relaxed);
     return BaselineChoice(candidates[i % candidates.size()], overlaps);
@@ -177,7 +179,7 @@ class RandomPolicy final : public RoutingPolicy {
   bool uses_overlap() const override { return false; }
   RouteChoice Choose(const RouteInput& input, std::span<WorkerState* const> candidates,
                      const kv::QueryResult& overlaps) override {
-    if (input.routable_only != nullptr) candidates = RoutableOnly(*input.routable_only, candidates);
+    candidates = RoutableOnly(input, candidates);
     if (candidates.empty()) return {};
     LocalRng local{rng_.Next()};
     const uint32_t i = local.Below(static_cast<uint32_t>(candidates.size()));
@@ -195,7 +197,7 @@ class LeastLoadedPolicy final : public RoutingPolicy {
   bool uses_overlap() const override { return false; }
   RouteChoice Choose(const RouteInput& input, std::span<WorkerState* const> candidates,
                      const kv::QueryResult& overlaps) override {
-    if (input.routable_only != nullptr) candidates = RoutableOnly(*input.routable_only, candidates);
+    candidates = RoutableOnly(input, candidates);
     if (candidates.empty()) return {};
     LocalRng local{rng_.Next()};
     WorkerState* best = nullptr;
@@ -259,7 +261,7 @@ class KvPolicy final : public RoutingPolicy {
     const bool keep_costs = temperature_ > 0;  // the softmax needs every cost
     const WorkerRegistry* filter = input.routable_only;
     if (filter != nullptr && keep_costs) {
-      candidates = RoutableOnly(*filter, candidates);
+      candidates = RoutableOnly(input, candidates);
       filter = nullptr;
     }
     if (candidates.empty()) return {};

@@ -81,7 +81,8 @@ struct PrefillPlan {
 // Conditional disaggregation (ARCHITECTURE.md, request flow 3-4): given the chosen decode worker,
 // decide local vs remote prefill and pick the prefill worker among `prefill_candidates`
 // (routable, role prefill, other than the decode worker) by its own overlap and
-// queue (prefills_inflight < max_prefill_queue), using `policy`.
+// queue (prefills_inflight < max_prefill_queue), using `policy`. input.routable_only is ignored
+// (the prefill candidates are routable already), so the caller may pass the decode input as is.
 PrefillPlan PlanPrefill(const RouterDisaggregationConfig& config, const RouteInput& input,
                         const RouteChoice& decode, std::span<WorkerState* const> prefill_candidates,
                         const kv::QueryResult& overlaps, RoutingPolicy& policy);
