@@ -31,6 +31,7 @@
 #include "kv/prefix_index.h"
 #include "router/auth.h"
 #include "router/kv_indexer.h"
+#include "router/prefix_roots.h"
 #include "router/router_metrics.h"
 #include "router/routing.h"
 #include "router/worker_registry.h"
@@ -194,6 +195,9 @@ struct Router::Impl {
   std::string router_id = "router-" + std::to_string(std::random_device{}()) + "-" +
                           std::to_string(::getpid());
   std::atomic<uint64_t> summary_seq{0};
+  // The prefix roots of this router's requests (first try of each), listed in the summary for
+  // the placement hub's heat per root (docs/placement.md).
+  PrefixRoots roots;
   std::unique_ptr<WorkerRegistry> registry;
   std::unique_ptr<RoutingPolicy> policy;
   Counter* policy_decisions = nullptr;  // routing_decisions{mode=policy->name()}
@@ -374,6 +378,16 @@ http::HttpResponse Router::Impl::HandleSummary(const http::HttpRequest& req) {
             {"seq", summary_seq.fetch_add(1) + 1},
             {"tiers", json::array({json{{"medium", "GPU"}, {"hashes", blocks}}})},
             {"load", {{"inflight", inflight}, {"ready_workers", ready}}}};
+  // The hottest prefix roots of this router's requests: requests counts only grow while a root
+  // is listed (a root dropped and seen again restarts at 1).
+  // With summary_max_roots 0 the key is left out, so a hub falls back to its per-cluster model.
+  if (config.global.summary_max_roots > 0) {
+    json roots_json = json::array();
+    for (const PrefixRoots::Root& r : roots.Top(config.global.summary_max_roots)) {
+      roots_json.push_back(json{{"root", r.root}, {"requests", r.requests}, {"blocks", r.common}});
+    }
+    j["roots"] = std::move(roots_json);
+  }
   return http::JsonResponse(200, Dump(j));
 }
 
@@ -996,6 +1010,7 @@ void Router::Impl::Run(Gen& g) {
   uint32_t attempts = 0;
   uint32_t migrations = 0;
   bool prompt_counted = false;
+  bool root_counted = false;
   bool remote_allowed = true;
   const char* local_reason = nullptr;  // why a remote plan was not followed
   for (;;) {
@@ -1018,6 +1033,10 @@ void Router::Impl::Run(Gen& g) {
       return;
     }
     const bool first_try = g.generated.empty();
+    if (!root_counted) {  // once per client request, whatever retries and migrations follow
+      root_counted = true;
+      roots.Record(*hashes);
+    }
     auto pick = Choose(g, prompt, *hashes, bad_decode, bad_prefill, first_try && remote_allowed);
     if (!pick.ok()) {
       if (pick.status().code() == StatusCode::kResourceExhausted) metrics.shed->Inc();

@@ -122,10 +122,13 @@ struct RouterGlobalConfig {
   std::string summary_api_key;
   // This router's own summary: at most this many blocks (most clusters hold fewer).
   uint32_t summary_max_blocks = 1000000;
+  // ... and at most this many prefix roots (the hottest; heat per root for the placement hub).
+  uint32_t summary_max_roots = 32;
   template <class V> void Visit(V& v) {
     v("summary_interval", summary_interval, "how often cluster routers' prefix summaries are fetched");
     v("summary_api_key", summary_api_key, "key for fetching cluster routers' summaries", kConfigSecret);
     v("summary_max_blocks", summary_max_blocks, "most blocks this router lists in its own summary");
+    v("summary_max_roots", summary_max_roots, "most prefix roots (the hottest) this router lists in its own summary");
   }
 };
 

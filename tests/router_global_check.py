@@ -104,6 +104,24 @@ def main():
         result["warm_cached_tokens"] = cached(r)
         u.check(cached(r) > 0, f"answered from A's cache: cached_tokens {cached(r)} > 0")
 
+    # 2b. Cluster A's summary lists the prefix root of those two requests (the placement hub's
+    # heat per root): counted twice, its common prefix the blocks both prompts share, all of them
+    # held in A (they are in A's summary's block list too).
+    st, text = clusters["A"].get("/v1/kv/inventory", headers=bearer(ADMIN))
+    u.check(st == 200, f"cluster A's summary: HTTP {st}")
+    if st == 200:
+        summary = json.loads(text)
+        roots = summary.get("roots", [])
+        held = set(summary["tiers"][0]["hashes"])
+        u.check(len(roots) == 1 and roots[0]["requests"] == 2,
+                f"A's summary lists one prefix root asked for twice: {[(r['root'], r['requests']) for r in roots]}")
+        if roots:
+            blocks = roots[0]["blocks"]
+            result["root_blocks"] = len(blocks)
+            u.check(blocks[0] == roots[0]["root"] and prompt_blocks - 2 <= len(blocks) <= prompt_blocks,
+                    f"the root's common prefix is the shared document: {len(blocks)} of {prompt_blocks} blocks")
+            u.check(all(b in held for b in blocks), "every block of the root's prefix is held in cluster A")
+
     # 3. The global router authenticates too.
     s, _ = glob.post("/v1/completions", body("no key"))
     u.check(s == 401, f"request without a key: HTTP {s} == 401")

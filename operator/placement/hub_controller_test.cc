@@ -40,6 +40,7 @@ class FakeRouter {
       json inv = {{"agent_id", "router"}, {"kind", "router"}, {"block_size", 16}, {"seq", 0},
                   {"tiers", json::array({{{"medium", "GPU"}, {"hashes", hashes_}}})},
                   {"load", {{"inflight", 0}, {"ready_workers", 1}}}};
+      if (!roots_.is_null()) inv["roots"] = roots_;
       return http::JsonResponse(200, inv.dump());
     });
     EXPECT_TRUE(server_->Start().ok());
@@ -57,9 +58,15 @@ class FakeRouter {
     std::lock_guard<std::mutex> lock(mu_);
     hashes_ = std::move(h);
   }
+  // The summary's "roots" array, as kvmesh-router lists it (null: no roots key, an older router).
+  void SetRoots(json roots) {
+    std::lock_guard<std::mutex> lock(mu_);
+    roots_ = std::move(roots);
+  }
   void Stop() { server_->Stop(std::chrono::milliseconds(0)); }
 
  private:
+  json roots_;
   MetricsRegistry registry_;
   CounterFamily* requests_;
   CounterFamily* prompt_;
@@ -280,6 +287,61 @@ TEST_F(HubControllerTest, RouterHeatMovesReplicasUnderCacheLocality) {
   EXPECT_EQ(LiveReplicas(*members_["a"].client, "chat-decode"), a2);
 }
 
+// Heat per prefix root reaches the placement: both regions ask for one 2000-token document at the
+// same rate (the routers list it as a root, as kvmesh-router does). The hub copies it from the
+// cluster that caches it to the other one (a copy over the default link pays), and when the cache
+// moves, the copy's direction follows.
+TEST_F(HubControllerTest, RootHeatDecidesPrefixCopiesUnderCacheLocality) {
+  FakeRouter ra, rb;
+  auto root = [](uint64_t requests, const std::vector<uint64_t>& blocks) {
+    return json{{"root", blocks.front()}, {"requests", requests}, {"blocks", blocks}};
+  };
+  const std::vector<uint64_t> doc = Range(0, 125);
+  char name[32];
+  std::snprintf(name, sizeof name, "root:%016llx", static_cast<unsigned long long>(doc[0]));
+  uint64_t na = 1, nb = 1;
+  ra.SetRoots(json::array({root(na, doc)}));
+  rb.SetRoots(json::array({root(nb, doc)}));
+  CreateGraph("cache-locality", 2, 6, "a=" + ra.url() + ",b=" + rb.url());
+  auto hub = Controller();
+  Pass(*hub);
+  // 30 s of 10 req/s from each region, all of them starting with the document.
+  auto serve = [&] {
+    ra.Serve(300, 3000, 1000, 150);
+    rb.Serve(300, 3000, 1000, 150);
+    ra.SetRoots(json::array({root(na += 300, doc)}));
+    rb.SetRoots(json::array({root(nb += 300, doc)}));
+    clock_.Advance(seconds(30));
+  };
+  auto copy_of_doc = [&](const HubPassResult& r) -> const PrefixDecision* {
+    for (const PrefixDecision& d : r.placement.prefixes) {
+      if (d.root == name && d.action == PrefixAction::kReplicate) return &d;
+    }
+    return nullptr;
+  };
+
+  ra.SetHashes(doc);  // cached in a only
+  serve();
+  HubPassResult r = Pass(*hub);
+  ASSERT_EQ(r.heat["a"].state, HeatState::kFresh);
+  EXPECT_NEAR(r.heat["a"].roots.at(doc[0]).rate, 10, 1e-9);
+  EXPECT_NEAR(r.heat["b"].roots.at(doc[0]).rate, 10, 1e-9);
+  const PrefixDecision* d = copy_of_doc(r);
+  ASSERT_NE(d, nullptr) << PlacementResultToJson(r.placement);
+  EXPECT_EQ(d->source, "a");
+  EXPECT_EQ(d->target, "b");
+  EXPECT_NE(d->reason.find("20 req/s"), std::string::npos) << d->reason;
+
+  ra.SetHashes({});  // the document now lives in b
+  rb.SetHashes(doc);
+  serve();
+  r = Pass(*hub);
+  d = copy_of_doc(r);
+  ASSERT_NE(d, nullptr) << PlacementResultToJson(r.placement);
+  EXPECT_EQ(d->source, "b");
+  EXPECT_EQ(d->target, "a");
+}
+
 // Clean-up (kvmesh.dev/hub-members): a deleted graph leaves nothing in its members.
 bool HasHubFinalizer(const json& obj) {
   const json& fins = obj["metadata"].value("finalizers", json::array());
@@ -475,6 +537,99 @@ TEST(HubHeatTest, SharedBlocksCountAsCachedInTheOtherCluster) {
   ASSERT_EQ(in.demand.size(), 1u) << "b's zero rate adds no region";
 }
 
+json RootsEntry(uint64_t requests, const std::vector<uint64_t>& blocks) {
+  return json{{"root", blocks.front()}, {"requests", requests}, {"blocks", blocks}};
+}
+
+TEST(HubHeatTest, HeatPerPrefixRootFromTheRoutersRootCounters) {
+  kube::FakeClock clock;
+  HeatCollectorOptions o;
+  o.clock = &clock;
+  HeatCollector collector(o);
+  FakeRouter a, b;
+  // Root R (blocks r[0..9]) is asked for in both regions; a caches all of it, b half of the
+  // part both clusters share. b's requests under R diverge after 6 blocks.
+  const std::vector<uint64_t> r = Range(1000, 1010);
+  std::vector<uint64_t> rb(r.begin(), r.begin() + 6);
+  rb.push_back(424242);
+  const std::vector<uint64_t> q = Range(2000, 2004);  // root Q: only in the second sample
+  const std::vector<uint64_t> z = Range(3000, 3003);  // root Z: a's counter goes down
+  a.SetHashes(r);
+  b.SetHashes(std::vector<uint64_t>(r.begin(), r.begin() + 3));
+  a.SetRoots(json::array({RootsEntry(100, r), RootsEntry(50, z)}));
+  b.SetRoots(json::array({RootsEntry(10, rb)}));
+  const std::map<std::string, std::string> routers = {{"a", a.url()}, {"b", b.url()}};
+  auto first = collector.Collect(routers);
+  ASSERT_EQ(first["a"].state, HeatState::kWarming) << first["a"].error;
+  EXPECT_TRUE(first["a"].has_roots);
+  EXPECT_FALSE(first["a"].roots.at(r[0]).has_rate) << "one sample: no rate yet";
+
+  a.Serve(60, 1000, 500, 10);
+  b.Serve(20, 1000, 500, 10);
+  a.SetRoots(json::array({RootsEntry(150, r), RootsEntry(7, q), RootsEntry(20, z)}));
+  b.SetRoots(json::array({RootsEntry(30, rb)}));
+  clock.Advance(seconds(10));
+  auto heat = collector.Collect(routers);
+  ASSERT_EQ(heat["a"].state, HeatState::kFresh);
+  EXPECT_NEAR(heat["a"].roots.at(r[0]).rate, 5, 1e-9);
+  EXPECT_NEAR(heat["b"].roots.at(r[0]).rate, 2, 1e-9);
+  EXPECT_FALSE(heat["a"].roots.at(q[0]).has_rate) << "a root new to the list starts a baseline";
+  EXPECT_FALSE(heat["a"].roots.at(z[0]).has_rate) << "a counter that went down starts a baseline";
+
+  PlacementInput in;
+  in.clusters = {{"a", "us-east", 8, true}, {"b", "eu-west", 8, true}};
+  collector.FillInput(heat, in);
+  ASSERT_EQ(in.heat.size(), 1u) << "only R has a rate; no per-cluster cache@ family";
+  const PrefixHeat& p = in.heat[0];
+  char name[32];
+  std::snprintf(name, sizeof name, "root:%016llx", static_cast<unsigned long long>(r[0]));
+  EXPECT_EQ(p.root, name);
+  EXPECT_NEAR(p.tokens, 6 * 16, 1e-9) << "the prefix both clusters' requests share";
+  EXPECT_NEAR(p.bytes, 6 * 16 * o.kv_bytes_per_token, 1e-3);
+  EXPECT_NEAR(p.rate_by_region.at("us-east"), 5, 1e-9);
+  EXPECT_NEAR(p.rate_by_region.at("eu-west"), 2, 1e-9);
+  EXPECT_NEAR(p.cached_bytes.at("a") / p.bytes, 1.0, 1e-9);
+  EXPECT_NEAR(p.cached_bytes.at("b") / p.bytes, 0.5, 1e-9);
+  ASSERT_EQ(in.demand.size(), 2u);
+
+  // Third sample: Q now has a rate too; Z (counter 20 -> 26) as well.
+  a.SetRoots(json::array({RootsEntry(170, r), RootsEntry(27, q), RootsEntry(26, z)}));
+  clock.Advance(seconds(10));
+  heat = collector.Collect(routers);
+  EXPECT_NEAR(heat["a"].roots.at(q[0]).rate, 2, 1e-9);
+  EXPECT_NEAR(heat["a"].roots.at(z[0]).rate, 0.6, 1e-9);
+  EXPECT_NEAR(heat["b"].roots.at(r[0]).rate, 0, 1e-9) << "b's counter did not move";
+  PlacementInput in3;
+  in3.clusters = in.clusters;
+  collector.FillInput(heat, in3);
+  EXPECT_EQ(in3.heat.size(), 3u);
+}
+
+TEST(HubHeatTest, RouterWithoutRootsFallsBackToOneFamilyPerClusterCache) {
+  kube::FakeClock clock;
+  HeatCollectorOptions o;
+  o.clock = &clock;
+  HeatCollector collector(o);
+  FakeRouter a, b;
+  a.SetHashes(Range(0, 10));
+  b.SetHashes(Range(0, 10));
+  b.SetRoots(json::array());  // a kvmesh-router that has seen no request yet
+  const std::map<std::string, std::string> routers = {{"a", a.url()}, {"b", b.url()}};
+  collector.Collect(routers);
+  a.Serve(10, 1000, 500, 10);
+  b.Serve(10, 1000, 500, 10);
+  clock.Advance(seconds(10));
+  auto heat = collector.Collect(routers);
+  EXPECT_FALSE(heat["a"].has_roots);
+  EXPECT_TRUE(heat["b"].has_roots);
+  PlacementInput in;
+  in.clusters = {{"a", "us-east", 8, true}, {"b", "eu-west", 8, true}};
+  collector.FillInput(heat, in);
+  ASSERT_EQ(in.heat.size(), 1u);
+  EXPECT_EQ(in.heat[0].root, "cache@a") << "b lists roots (none hot): no cache@b family";
+  EXPECT_EQ(in.demand.size(), 2u);
+}
+
 TEST(HubHeatTest, ParsesAnnotationsMetricsAndInventories) {
   auto ok = ParseMemberRouters(" a=http://x:1/ , b=https://y ");
   ASSERT_TRUE(ok.ok()) << ok.status().ToString();
@@ -501,6 +656,29 @@ TEST(HubHeatTest, ParsesAnnotationsMetricsAndInventories) {
   EXPECT_EQ(h->size(), 3u);
   EXPECT_EQ(HashesFromInventory("{}").status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(HashesFromInventory("[").status().code(), StatusCode::kInvalidArgument);
+  auto sum = SummaryFromInventory(
+      R"({"block_size":32,"tiers":[{"medium":"GPU","hashes":[1,2]}],"roots":[{"root":5,"requests":3,"blocks":[5,6]}]})");
+  ASSERT_TRUE(sum.ok()) << sum.status().ToString();
+  EXPECT_EQ(sum->block_size, 32u);
+  EXPECT_TRUE(sum->has_roots);
+  ASSERT_EQ(sum->roots.size(), 1u);
+  EXPECT_EQ(sum->roots.at(5).requests, 3u);
+  EXPECT_EQ(sum->roots.at(5).blocks, (std::vector<uint64_t>{5, 6}));
+  auto old_router = SummaryFromInventory(R"({"tiers":[]})");
+  ASSERT_TRUE(old_router.ok());
+  EXPECT_FALSE(old_router->has_roots);
+  EXPECT_EQ(old_router->block_size, 16u);
+  for (const char* bad : {
+           R"({"tiers":[],"roots":{}})",                                             // not an array
+           R"({"tiers":[],"roots":[{"root":5,"requests":3}]})",                     // no blocks
+           R"({"tiers":[],"roots":[{"root":5,"requests":3,"blocks":[]}]})",         // empty blocks
+           R"({"tiers":[],"roots":[{"root":5,"requests":3,"blocks":[6,5]}]})",      // root not first
+           R"({"tiers":[],"roots":[{"root":5,"requests":-1,"blocks":[5]}]})",       // negative count
+           R"({"tiers":[],"roots":[{"root":5,"requests":1,"blocks":[5]},{"root":5,"requests":2,"blocks":[5]}]})",
+           R"({"tiers":[],"block_size":0})",
+       }) {
+    EXPECT_EQ(SummaryFromInventory(bad).status().code(), StatusCode::kInvalidArgument) << bad;
+  }
 }
 
 TEST(HubConfigTest, ValidateNamesTheBadField) {

@@ -1,6 +1,7 @@
 #include "operator/placement/hub_heat.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <nlohmann/json.hpp>
 
 #include "operator/planner/prom_text.h"
@@ -87,8 +88,8 @@ StatusOr<RouterCounters> CountersFromMetrics(const std::string& prometheus_text)
   return c;
 }
 
-StatusOr<std::set<uint64_t>> HashesFromInventory(const std::string& inventory_json) {
-  std::set<uint64_t> out;
+StatusOr<InventorySummary> SummaryFromInventory(const std::string& inventory_json) {
+  InventorySummary out;
   try {
     const json j = json::parse(inventory_json);
     if (!j.is_object() || !j.contains("tiers") || !j["tiers"].is_array()) {
@@ -96,12 +97,48 @@ StatusOr<std::set<uint64_t>> HashesFromInventory(const std::string& inventory_js
     }
     for (const json& t : j["tiers"]) {
       if (!t.contains("hashes")) continue;
-      for (const json& h : t.at("hashes")) out.insert(h.get<uint64_t>());
+      for (const json& h : t.at("hashes")) out.hashes.insert(h.get<uint64_t>());
+    }
+    if (j.contains("block_size")) {
+      if (!j["block_size"].is_number_unsigned()) return InvalidArgumentError("inventory: block_size is not an unsigned integer");
+      const uint64_t bs = j["block_size"].get<uint64_t>();
+      if (bs == 0 || bs > 1u << 20) return InvalidArgumentError("inventory: block_size out of range");
+      out.block_size = static_cast<uint32_t>(bs);
+    }
+    if (j.contains("roots")) {
+      if (!j["roots"].is_array()) return InvalidArgumentError("inventory: roots is not an array");
+      out.has_roots = true;
+      for (const json& r : j["roots"]) {
+        if (!r.is_object() || !r.contains("root") || !r["root"].is_number_unsigned() ||
+            !r.contains("requests") || !r["requests"].is_number_unsigned() || !r.contains("blocks") ||
+            !r["blocks"].is_array() || r["blocks"].empty() ||
+            !std::all_of(r["blocks"].begin(), r["blocks"].end(),
+                         [](const json& b) { return b.is_number_unsigned(); })) {
+          return InvalidArgumentError(
+              "inventory: a roots entry needs root, requests (unsigned integers) and a non-empty "
+              "blocks array of block hashes");
+        }
+        const uint64_t root = r["root"].get<uint64_t>();
+        RootSample sample;
+        sample.requests = r["requests"].get<uint64_t>();
+        sample.blocks = r["blocks"].get<std::vector<uint64_t>>();
+        if (sample.blocks.front() != root) {
+          return InvalidArgumentError("inventory: root " + std::to_string(root) + " does not start its blocks");
+        }
+        if (!out.roots.emplace(root, std::move(sample)).second) {
+          return InvalidArgumentError("inventory: root " + std::to_string(root) + " is listed twice");
+        }
+      }
     }
   } catch (const std::exception& e) {
     return InvalidArgumentError(std::string("inventory: ") + e.what());
   }
   return out;
+}
+
+StatusOr<std::set<uint64_t>> HashesFromInventory(const std::string& inventory_json) {
+  KVMESH_ASSIGN_OR_RETURN(InventorySummary summary, SummaryFromInventory(inventory_json));
+  return std::move(summary.hashes);
 }
 
 const char* HeatStateName(HeatState s) {
@@ -150,23 +187,41 @@ std::map<std::string, ClusterHeat> HeatCollector::Collect(const std::map<std::st
     };
     Status failed = Status::Ok();
     RouterCounters counters;
-    std::set<uint64_t> hashes;
+    InventorySummary summary;
     if (auto m = fetch("/metrics"); !m.ok()) {
       failed = m.status();
     } else if (auto c = CountersFromMetrics(*m); !c.ok()) {
       failed = InvalidArgumentError("GET " + url + "/metrics: " + c.status().message());
     } else if (auto inv = fetch("/v1/kv/inventory"); !inv.ok()) {
       failed = inv.status();
-    } else if (auto h = HashesFromInventory(*inv); !h.ok()) {
+    } else if (auto h = SummaryFromInventory(*inv); !h.ok()) {
       failed = InvalidArgumentError("GET " + url + "/v1/kv/inventory: " + h.status().message());
     } else {
       counters = *c;
-      hashes = std::move(*h);
+      summary = std::move(*h);
     }
 
     ClusterHeat& heat = st.heat;
     if (failed.ok()) {
       const bool restarted = st.has_sample && counters.requests < st.last.counters.requests;
+      // Per root: a rate when the previous good sample listed the root with a counter no larger.
+      const double root_dt =
+          st.has_sample ? std::chrono::duration<double>(now - st.last.time).count() : 0;
+      std::map<uint64_t, uint64_t> root_requests;
+      heat.roots.clear();
+      for (auto& [root, sample] : summary.roots) {
+        root_requests[root] = sample.requests;
+        ClusterHeat::Root& r = heat.roots[root];
+        r.blocks = std::move(sample.blocks);
+        auto prev = st.last.root_requests.find(root);
+        if (st.has_sample && !restarted && root_dt > 0 && prev != st.last.root_requests.end() &&
+            sample.requests >= prev->second) {
+          r.has_rate = true;
+          r.rate = static_cast<double>(sample.requests - prev->second) / root_dt;
+        }
+      }
+      heat.has_roots = summary.has_roots;
+      heat.block_size = summary.block_size;
       if (st.has_sample && !restarted) {
         const double dt = std::chrono::duration<double>(now - st.last.time).count();
         const double dreq = counters.requests - st.last.counters.requests;
@@ -181,9 +236,9 @@ std::map<std::string, ClusterHeat> HeatCollector::Collect(const std::map<std::st
         }
       }
       st.has_sample = true;
-      st.last = {now, counters};
+      st.last = {now, counters, std::move(root_requests)};
       st.last_ok = now;
-      heat.hashes = std::move(hashes);
+      heat.hashes = std::move(summary.hashes);
       heat.error.clear();
       heat.state = heat.has_rates ? HeatState::kFresh : HeatState::kWarming;
     } else {
@@ -226,32 +281,76 @@ void HeatCollector::FillInput(const std::map<std::string, ClusterHeat>& heat, Pl
     if (d.request_rate > 0) input.demand.push_back(d);
   }
 
-  // One prefix family per cluster cache (see the header).
+  // p.cached_bytes: in each cluster with known heat, p.bytes times the share of `blocks` (a
+  // non-empty range of block hashes) that cluster's summary lists.
+  auto fill_cached = [&](PrefixHeat& p, const auto& blocks) {
+    for (const Cluster& other : input.clusters) {
+      auto oh = heat.find(other.name);
+      if (oh == heat.end()) continue;
+      const ClusterHeat& o = oh->second;
+      if (o.state == HeatState::kNone || o.state == HeatState::kUnknown) continue;
+      size_t held = 0;
+      for (uint64_t x : blocks) held += o.hashes.count(x);
+      if (held == 0) continue;
+      p.cached_bytes[other.name] = p.bytes * static_cast<double>(held) / static_cast<double>(blocks.size());
+    }
+  };
+
+  // Heat per prefix root from the routers that list roots (see the header).
+  struct RootAcc {
+    std::vector<uint64_t> blocks;  // common prefix of the chains reported so far
+    uint32_t block_size = 0;
+    std::map<std::string, double> rate_by_region;
+    double rate = 0;
+  };
+  std::map<uint64_t, RootAcc> acc;
   for (const Cluster& c : input.clusters) {
     auto h = heat.find(c.name);
     if (h == heat.end()) continue;
     const ClusterHeat& ch = h->second;
     if (ch.state != HeatState::kFresh && ch.state != HeatState::kStale) continue;
+    if (!ch.has_roots) continue;
+    for (const auto& [root, r] : ch.roots) {
+      if (!r.has_rate || r.rate <= 0 || r.blocks.empty()) continue;
+      RootAcc& a = acc[root];
+      if (a.blocks.empty()) {
+        a.blocks = r.blocks;
+      } else {
+        size_t same = 0;
+        while (same < a.blocks.size() && same < r.blocks.size() && a.blocks[same] == r.blocks[same]) ++same;
+        a.blocks.resize(std::max<size_t>(same, 1));
+      }
+      a.block_size = std::max(a.block_size, ch.block_size);
+      a.rate_by_region[region_of[c.name]] += r.rate;
+      a.rate += r.rate;
+    }
+  }
+  for (auto& [root, a] : acc) {
+    PrefixHeat p;
+    char name[32];
+    std::snprintf(name, sizeof name, "root:%016llx", static_cast<unsigned long long>(root));
+    p.root = name;
+    p.tokens = static_cast<double>(a.blocks.size()) * a.block_size;
+    p.bytes = p.tokens * options_.kv_bytes_per_token;
+    p.rate_by_region = std::move(a.rate_by_region);
+    fill_cached(p, a.blocks);
+    input.heat.push_back(std::move(p));
+  }
+
+  // One prefix family per cluster cache, for routers that list no roots (see the header).
+  for (const Cluster& c : input.clusters) {
+    auto h = heat.find(c.name);
+    if (h == heat.end()) continue;
+    const ClusterHeat& ch = h->second;
+    if (ch.state != HeatState::kFresh && ch.state != HeatState::kStale) continue;
+    if (ch.has_roots) continue;
     if (!ch.has_rates || ch.request_rate <= 0 || ch.cached_tokens_per_request <= 0 || ch.hashes.empty()) continue;
     PrefixHeat p;
     p.root = "cache@" + c.name;
     p.tokens = ch.cached_tokens_per_request;
     p.bytes = p.tokens * options_.kv_bytes_per_token;
     p.rate_by_region[region_of[c.name]] = ch.request_rate;
-    for (const Cluster& other : input.clusters) {
-      auto oh = heat.find(other.name);
-      if (oh == heat.end()) continue;
-      const ClusterHeat& o = oh->second;
-      if (o.state == HeatState::kNone || o.state == HeatState::kUnknown) continue;
-      size_t common = 0;
-      if (other.name == c.name) {
-        common = ch.hashes.size();
-      } else {
-        for (uint64_t x : ch.hashes) common += o.hashes.count(x);
-      }
-      if (common == 0) continue;
-      p.cached_bytes[other.name] = p.bytes * static_cast<double>(common) / static_cast<double>(ch.hashes.size());
-    }
+    fill_cached(p, ch.hashes);
     input.heat.push_back(std::move(p));
   }
 }

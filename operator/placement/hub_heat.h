@@ -7,9 +7,17 @@
 //     kvmesh_router_completion_tokens_total. Two samples give the cluster's request rate, mean ISL,
 //     mean OSL and mean cached tokens per request; the rate counts as demand of the cluster's
 //     region (users reach the router of their region);
-//   - /v1/kv/inventory (the router's prefix summary: the block hashes its workers hold).
-// Heat model (the routers' summaries carry block hashes, not prefix roots): each cluster's cache is
-// one prefix family "cache@<cluster>", as long as the tokens its requests find cached on average,
+//   - /v1/kv/inventory (the router's prefix summary: the block hashes its workers hold and the
+//     hottest prefix roots of its requests: per root a request counter and the root's common
+//     prefix as block hashes; router/prefix_roots.h).
+// Heat model, per prefix root: a root's rate in a cluster is its counter's growth between two
+// samples that both list it (a root new to the list, or whose counter went down, starts a new
+// baseline); the rate counts for the cluster's region. Across clusters a root's prefix is the
+// common prefix of the chains they report; its heat entry ("root:<16 hex digits>") is that many
+// blocks long (block_size tokens each) and is cached in every cluster in proportion to the share
+// of its blocks that cluster's summary holds.
+// A router whose summary has no "roots" (older kvmesh-router) falls back to one prefix family per
+// cluster cache, "cache@<cluster>": as long as the tokens its requests find cached on average,
 // asked for at the cluster's request rate from its region, and cached in every other cluster in
 // proportion to the share of its block hashes that cluster also holds.
 // Invariants: a router that does not answer keeps its last sample (heat "stale") until max_age
@@ -51,6 +59,22 @@ StatusOr<RouterCounters> CountersFromMetrics(const std::string& prometheus_text)
 // The block hashes of an inventory (every tier). InvalidArgument for malformed JSON.
 StatusOr<std::set<uint64_t>> HashesFromInventory(const std::string& inventory_json);
 
+// One prefix root in a router's summary.
+struct RootSample {
+  uint64_t requests = 0;          // requests that started with it (grows while listed)
+  std::vector<uint64_t> blocks;   // its common prefix, blocks[0] = the root
+};
+// A router's summary: block hashes (every tier), block size, and the prefix roots when listed.
+struct InventorySummary {
+  std::set<uint64_t> hashes;
+  uint32_t block_size = 16;
+  bool has_roots = false;                  // the summary has a "roots" array
+  std::map<uint64_t, RootSample> roots;    // root hash -> sample
+};
+// InvalidArgument for malformed JSON, a missing tiers array, or a malformed roots entry (not an
+// object with a root, a requests count and a non-empty blocks array starting with the root).
+StatusOr<InventorySummary> SummaryFromInventory(const std::string& inventory_json);
+
 enum class HeatState {
   kNone,     // no router URL for this cluster
   kUnknown,  // never answered, or its last sample is older than max_age
@@ -70,6 +94,16 @@ struct ClusterHeat {
   double cached_tokens_per_request = 0;
   std::set<uint64_t> hashes;      // block hashes cached in the cluster
   std::string error;              // last fetch error ("" when fresh)
+  // Per prefix root (when the router lists them): requests/s of the roots listed in the last two
+  // good samples, and each listed root's common prefix.
+  bool has_roots = false;
+  uint32_t block_size = 16;
+  struct Root {
+    bool has_rate = false;
+    double rate = 0;
+    std::vector<uint64_t> blocks;
+  };
+  std::map<uint64_t, Root> roots;
 };
 
 struct HeatCollectorOptions {
@@ -98,6 +132,7 @@ class HeatCollector {
   struct Sample {
     std::chrono::steady_clock::time_point time;
     RouterCounters counters;
+    std::map<uint64_t, uint64_t> root_requests;  // root -> its counter
   };
   struct State {
     bool has_sample = false;
