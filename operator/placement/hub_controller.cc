@@ -304,6 +304,10 @@ StatusOr<HubPassResult> HubController::SyncGraph(const json& graph_object) {
     if (!listed(m)) continue;
     json e = MemberEntry(m, secret_of[m.cluster], m.prefill_replicas, m.decode_replicas,
                          st.unreachable_since_text);
+    if (m.ready_known) {  // else (unreachable, no share): left out, not reported as 0
+      e["prefill"]["readyReplicas"] = m.prefill_ready;
+      e["decode"]["readyReplicas"] = m.decode_ready;
+    }
     e["applied"] = m.applied;
     e["unchanged"] = m.unchanged;
     if (auto s = spec_of.find(m.cluster); s != spec_of.end()) {

@@ -206,6 +206,61 @@ TEST_F(HubControllerTest, WritesSharesAndStatusAndAnUnchangedPassWritesNothing) 
       << metrics_.Render();
 }
 
+// A member's pods (as its kubelet reports them) give status.clusters[].*.readyReplicas.
+TEST_F(HubControllerTest, StatusReportsEachMembersReadyReplicas) {
+  CreateGraph("spread", 2, 4);
+  auto hub = Controller();
+  Pass(*hub);
+  json a = Entry(StatusClusters(), "a");
+  EXPECT_EQ(a["decode"]["readyReplicas"], 0) << a.dump();
+  EXPECT_EQ(a["prefill"]["readyReplicas"], 0);
+  // Member a: two decode pods Ready, one decode pod not Ready, one prefill pod Ready, one Ready
+  // decode pod being deleted, and a Ready pod of another graph.
+  auto pod = [&](const std::string& name, const std::string& graph, const std::string& component,
+                 bool ready, bool deleting) {
+    json p = {{"apiVersion", "v1"}, {"kind", "Pod"},
+              {"metadata", {{"name", name}, {"namespace", "default"},
+                            {"labels", {{controller::kGraphLabel, graph}, {controller::kComponentLabel, component}}}}},
+              {"spec", {{"containers", json::array({{{"name", "w"}, {"image", "x"}}})}}}};
+    if (deleting) p["metadata"]["finalizers"] = json::array({"test/hold"});
+    auto created = members_["a"].client->Create(kube::Pods(), "default", p);
+    ASSERT_TRUE(created.ok()) << created.status().ToString();
+    json live = *created;
+    live["status"] = {{"phase", "Running"},
+                      {"conditions", json::array({{{"type", "Ready"}, {"status", ready ? "True" : "False"}}})}};
+    ASSERT_TRUE(members_["a"].client->UpdateStatus(kube::Pods(), live).ok());
+    if (deleting) {
+      ASSERT_TRUE(members_["a"].client->Delete(kube::Pods(), "default", name).ok());
+    }
+  };
+  pod("d1", "chat", "decode", true, false);
+  pod("d2", "chat", "decode", true, false);
+  pod("d3", "chat", "decode", false, false);
+  pod("p1", "chat", "prefill", true, false);
+  pod("d4", "chat", "decode", true, true);
+  pod("o1", "other", "decode", true, false);
+  auto held = members_["a"].client->Get(kube::Pods(), "default", "d4");
+  ASSERT_TRUE(held.ok()) << "the finalizer holds the deleted pod";
+  EXPECT_TRUE((*held)["metadata"].contains("deletionTimestamp"));
+  clock_.Advance(seconds(30));
+  Pass(*hub);
+  json st = StatusClusters();
+  a = Entry(st, "a");
+  EXPECT_EQ(a["decode"]["readyReplicas"], 2) << a.dump();
+  EXPECT_EQ(a["prefill"]["readyReplicas"], 1);
+  EXPECT_EQ(a["decode"]["replicas"], 2);
+  json b = Entry(st, "b");
+  EXPECT_EQ(b["decode"]["readyReplicas"], 0) << b.dump();
+
+  // b unreachable: its ready counts are unknown, so they are left out (not reported as 0).
+  members_["b"].server->Stop();
+  clock_.Advance(seconds(30));
+  Pass(*hub);
+  b = Entry(StatusClusters(), "b");
+  EXPECT_EQ(b["reachable"], false) << b.dump();
+  EXPECT_FALSE(b["decode"].contains("readyReplicas")) << b.dump();
+}
+
 TEST_F(HubControllerTest, UnreachableMemberIsHeldThenItsShareMovesAfterTheGraceAndComesBack) {
   CreateGraph("spread", 2, 4);
   auto hub = Controller(seconds(120));

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "operator/controller/diff.h"
+#include "operator/controller/status.h"
 
 namespace kvmesh::placement {
 namespace {
@@ -79,6 +80,14 @@ void SyncOne(const controller::OwnedGraph& g, const ClusterShare& share, kube::K
     auto pods = client.List(kube::Pods(), ns, lo);
     if (!pods.ok()) return fail(pods.status(), "list pods");
     ready = controller::ReadyWorkerPods(pods->items);
+    const std::map<std::string, int32_t> counts = controller::ReadyPodCounts(pods->items);
+    auto count = [&](const char* component) {
+      auto it = counts.find(component);
+      return it == counts.end() ? 0 : it->second;
+    };
+    st.ready_known = true;
+    st.prefill_ready = count("prefill");
+    st.decode_ready = count("decode");
   }
   const controller::DesiredObjects desired = BuildMemberDesired(g, share, settings, options, ready);
   std::set<std::pair<std::string, std::string>> wanted;
@@ -233,6 +242,10 @@ std::string MemberStatusesToJson(const std::vector<MemberStatus>& statuses) {
                  {"unchanged", s.unchanged},
                  {"deleted", s.deleted},
                  {"error", s.error}});
+    if (s.ready_known) {
+      j.back()["prefillReadyReplicas"] = s.prefill_ready;
+      j.back()["decodeReadyReplicas"] = s.decode_ready;
+    }
   }
   return j.dump(2);
 }

@@ -58,6 +58,12 @@ struct MemberStatus {
   int unchanged = 0;  // objects already as desired
   int deleted = 0;    // objects removed (pools this cluster lost)
   std::string error;  // first error, "" when the sync succeeded
+  // Ready pods of the graph's prefill and decode pools in the member (pods with the graph label
+  // and condition Ready=True, not being deleted), from the pod list the sync reads anyway; known
+  // only when that list succeeded (the cluster has a share).
+  bool ready_known = false;
+  int32_t prefill_ready = 0;
+  int32_t decode_ready = 0;
 };
 
 // Syncs every member in `members` (cluster name -> client): clusters in `placement` get their
