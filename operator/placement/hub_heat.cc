@@ -204,9 +204,12 @@ std::map<std::string, ClusterHeat> HeatCollector::Collect(const std::map<std::st
     ClusterHeat& heat = st.heat;
     if (failed.ok()) {
       const bool restarted = st.has_sample && counters.requests < st.last.counters.requests;
+      // Seconds since the previous good sample; 0 (no rates this pass) without one or after a
+      // restart.
+      const double dt = st.has_sample && !restarted
+                            ? std::chrono::duration<double>(now - st.last.time).count()
+                            : 0;
       // Per root: a rate when the previous good sample listed the root with a counter no larger.
-      const double root_dt =
-          st.has_sample ? std::chrono::duration<double>(now - st.last.time).count() : 0;
       std::map<uint64_t, uint64_t> root_requests;
       heat.roots.clear();
       for (auto& [root, sample] : summary.roots) {
@@ -214,25 +217,21 @@ std::map<std::string, ClusterHeat> HeatCollector::Collect(const std::map<std::st
         ClusterHeat::Root& r = heat.roots[root];
         r.blocks = std::move(sample.blocks);
         auto prev = st.last.root_requests.find(root);
-        if (st.has_sample && !restarted && root_dt > 0 && prev != st.last.root_requests.end() &&
-            sample.requests >= prev->second) {
+        if (dt > 0 && prev != st.last.root_requests.end() && sample.requests >= prev->second) {
           r.has_rate = true;
-          r.rate = static_cast<double>(sample.requests - prev->second) / root_dt;
+          r.rate = static_cast<double>(sample.requests - prev->second) / dt;
         }
       }
       heat.has_roots = summary.has_roots;
       heat.block_size = summary.block_size;
-      if (st.has_sample && !restarted) {
-        const double dt = std::chrono::duration<double>(now - st.last.time).count();
+      if (dt > 0) {
         const double dreq = counters.requests - st.last.counters.requests;
-        if (dt > 0) {
-          heat.has_rates = true;
-          heat.request_rate = dreq / dt;
-          if (dreq > 0) {
-            heat.mean_isl = (counters.prompt_tokens - st.last.counters.prompt_tokens) / dreq;
-            heat.mean_osl = (counters.completion_tokens - st.last.counters.completion_tokens) / dreq;
-            heat.cached_tokens_per_request = (counters.cached_tokens - st.last.counters.cached_tokens) / dreq;
-          }
+        heat.has_rates = true;
+        heat.request_rate = dreq / dt;
+        if (dreq > 0) {
+          heat.mean_isl = (counters.prompt_tokens - st.last.counters.prompt_tokens) / dreq;
+          heat.mean_osl = (counters.completion_tokens - st.last.counters.completion_tokens) / dreq;
+          heat.cached_tokens_per_request = (counters.cached_tokens - st.last.counters.cached_tokens) / dreq;
         }
       }
       st.has_sample = true;
