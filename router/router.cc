@@ -31,7 +31,7 @@
 #include "kv/prefix_index.h"
 #include "router/auth.h"
 #include "router/kv_indexer.h"
-#include "router/prefix_roots.h"
+#include "kv/prefix_roots.h"
 #include "router/router_metrics.h"
 #include "router/routing.h"
 #include "router/worker_registry.h"
@@ -197,7 +197,7 @@ struct Router::Impl {
   std::atomic<uint64_t> summary_seq{0};
   // The prefix roots of this router's requests (first try of each), listed in the summary for
   // the placement hub's heat per root (docs/placement.md).
-  PrefixRoots roots;
+  kv::PrefixRoots roots;
   std::unique_ptr<WorkerRegistry> registry;
   std::unique_ptr<RoutingPolicy> policy;
   Counter* policy_decisions = nullptr;  // routing_decisions{mode=policy->name()}
@@ -383,7 +383,7 @@ http::HttpResponse Router::Impl::HandleSummary(const http::HttpRequest& req) {
   // With summary_max_roots 0 the key is left out, so a hub falls back to its per-cluster model.
   if (config.global.summary_max_roots > 0) {
     json roots_json = json::array();
-    for (const PrefixRoots::Root& r : roots.Top(config.global.summary_max_roots)) {
+    for (const kv::PrefixRoots::Root& r : roots.Top(config.global.summary_max_roots)) {
       roots_json.push_back(json{{"root", r.root}, {"requests", r.requests}, {"blocks", r.common}});
     }
     j["roots"] = std::move(roots_json);

@@ -1,17 +1,17 @@
-#include "router/prefix_roots.h"
+#include "kv/prefix_roots.h"
 
 #include <algorithm>
 
-namespace kvmesh::router {
+namespace kvmesh::kv {
 
 PrefixRoots::PrefixRoots(Options options) : options_(options) {
   if (options_.max_roots == 0) options_.max_roots = 1;
   if (options_.max_blocks == 0) options_.max_blocks = 1;
 }
 
-void PrefixRoots::Record(std::span<const kv::BlockHash> hashes) {
+void PrefixRoots::Record(std::span<const BlockHash> hashes) {
   if (hashes.empty()) return;
-  const std::span<const kv::BlockHash> head = hashes.first(std::min(hashes.size(), options_.max_blocks));
+  const std::span<const BlockHash> head = hashes.first(std::min(hashes.size(), options_.max_blocks));
   std::lock_guard lock(mu_);
   auto it = roots_.find(head[0]);
   if (it == roots_.end()) {
@@ -21,7 +21,7 @@ void PrefixRoots::Record(std::span<const kv::BlockHash> hashes) {
     it = roots_.emplace(head[0], std::move(e)).first;
   } else {
     // Cut the common prefix back to what this request shares with it.
-    std::vector<kv::BlockHash>& common = it->second.common;
+    std::vector<BlockHash>& common = it->second.common;
     const size_t n = std::min(common.size(), head.size());
     size_t same = 1;  // the root itself
     while (same < n && common[same] == head[same]) ++same;
@@ -31,7 +31,7 @@ void PrefixRoots::Record(std::span<const kv::BlockHash> hashes) {
 }
 
 void PrefixRoots::DropColdHalf() {
-  std::vector<std::pair<uint64_t, kv::BlockHash>> by_requests;
+  std::vector<std::pair<uint64_t, BlockHash>> by_requests;
   by_requests.reserve(roots_.size());
   for (const auto& [root, e] : roots_) by_requests.emplace_back(e.requests, root);
   const size_t drop = std::max<size_t>(1, by_requests.size() / 2);
@@ -43,7 +43,7 @@ void PrefixRoots::DropColdHalf() {
 std::vector<PrefixRoots::Root> PrefixRoots::Top(size_t k) const {
   std::vector<Root> out;
   std::lock_guard lock(mu_);
-  std::vector<std::pair<uint64_t, kv::BlockHash>> by_requests;
+  std::vector<std::pair<uint64_t, BlockHash>> by_requests;
   by_requests.reserve(roots_.size());
   for (const auto& [root, e] : roots_) by_requests.emplace_back(e.requests, root);
   k = std::min(k, by_requests.size());
@@ -65,4 +65,4 @@ size_t PrefixRoots::size() const {
   return roots_.size();
 }
 
-}  // namespace kvmesh::router
+}  // namespace kvmesh::kv

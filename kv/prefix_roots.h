@@ -1,5 +1,5 @@
-// PrefixRoots: the prefix roots a router's requests start with, for the placement hub's heat per
-// prefix root (docs/placement.md, "Heat").
+// PrefixRoots: the prefix roots a router's or an agent's requests start with, for the placement
+// hub's heat per prefix root (docs/placement.md, "Heat").
 //
 // A request's root is its first block hash (salted per tenant, like every block hash the router
 // computes). Per root the tracker keeps how many requests started with it (a counter that only
@@ -24,7 +24,7 @@
 
 #include "kv/block_hash.h"
 
-namespace kvmesh::router {
+namespace kvmesh::kv {
 
 class PrefixRoots {
  public:
@@ -33,9 +33,9 @@ class PrefixRoots {
     size_t max_blocks = 256;  // common prefix kept per root, in blocks
   };
   struct Root {
-    kv::BlockHash root = 0;                // = common[0]
+    BlockHash root = 0;                // = common[0]
     uint64_t requests = 0;
-    std::vector<kv::BlockHash> common;     // the common prefix (at least the root itself)
+    std::vector<BlockHash> common;     // the common prefix (at least the root itself)
   };
 
   PrefixRoots() : PrefixRoots(Options{}) {}
@@ -43,7 +43,7 @@ class PrefixRoots {
 
   // One request's block hashes (its full blocks, in order). A prompt shorter than one block has no
   // root and is not counted.
-  void Record(std::span<const kv::BlockHash> hashes);
+  void Record(std::span<const BlockHash> hashes);
   // The `k` roots with the most requests, most first (ties: smaller hash first).
   std::vector<Root> Top(size_t k) const;
   size_t size() const;
@@ -51,13 +51,13 @@ class PrefixRoots {
  private:
   struct Entry {
     uint64_t requests = 0;
-    std::vector<kv::BlockHash> common;
+    std::vector<BlockHash> common;
   };
   void DropColdHalf();  // mu_ held
 
   Options options_;
   mutable std::mutex mu_;
-  std::unordered_map<kv::BlockHash, Entry> roots_;
+  std::unordered_map<BlockHash, Entry> roots_;
 };
 
-}  // namespace kvmesh::router
+}  // namespace kvmesh::kv

@@ -1,14 +1,14 @@
-#include "router/prefix_roots.h"
+#include "kv/prefix_roots.h"
 
 #include <gtest/gtest.h>
 
 #include <thread>
 #include <vector>
 
-namespace kvmesh::router {
+namespace kvmesh::kv {
 namespace {
 
-std::vector<kv::BlockHash> Blocks(std::initializer_list<kv::BlockHash> b) { return b; }
+std::vector<BlockHash> Blocks(std::initializer_list<BlockHash> b) { return b; }
 
 TEST(PrefixRootsTest, CountsRequestsPerRootAndCutsTheCommonPrefix) {
   PrefixRoots roots;
@@ -50,10 +50,10 @@ TEST(PrefixRootsTest, TopOrdersByRequestsThenHashAndClampsK) {
 
 TEST(PrefixRootsTest, BoundedMemoryKeepsTheHotRootsAndCapsThePrefix) {
   PrefixRoots roots({.max_roots = 8, .max_blocks = 4});
-  std::vector<kv::BlockHash> hot = {1, 2, 3, 4, 5, 6, 7};
+  std::vector<BlockHash> hot = {1, 2, 3, 4, 5, 6, 7};
   for (int i = 0; i < 100; ++i) roots.Record(hot);
   // 1,000 one-off prompts: the table never holds more than 8 roots, and the hot root survives.
-  for (kv::BlockHash r = 1000; r < 2000; ++r) {
+  for (BlockHash r = 1000; r < 2000; ++r) {
     roots.Record(Blocks({r, r + 1}));
     ASSERT_LE(roots.size(), 8u);
   }
@@ -69,7 +69,7 @@ TEST(PrefixRootsTest, ConcurrentRecordsAreAllCounted) {
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&roots, t] {
-      for (int i = 0; i < 1000; ++i) roots.Record(Blocks({42, 43, static_cast<kv::BlockHash>(t)}));
+      for (int i = 0; i < 1000; ++i) roots.Record(Blocks({42, 43, static_cast<BlockHash>(t)}));
     });
   }
   for (auto& th : threads) th.join();
@@ -80,4 +80,4 @@ TEST(PrefixRootsTest, ConcurrentRecordsAreAllCounted) {
 }
 
 }  // namespace
-}  // namespace kvmesh::router
+}  // namespace kvmesh::kv
