@@ -26,6 +26,9 @@ namespace kvmesh::agent {
 namespace {
 
 constexpr char kComponent[] = "agent";
+// Prefix roots listed in GET /v1/kv/inventory (the same default as the router's
+// global.summary_max_roots).
+constexpr size_t kInventoryMaxRoots = 32;
 
 std::string RandomHex(int bytes) {
   std::random_device rd;
@@ -398,6 +401,17 @@ http::HttpResponse Agent::HandleInventory(const http::HttpRequest&) {
                                         {"num_blocks_used", s.used},
                                         {"hashes", s.hashes}}})},
   };
+  // Heat for the placement hub (docs/placement.md, "Heat from agents"): the hottest prefix roots
+  // of the requests prefilled here and the counters of those requests. Counters only grow.
+  nlohmann::json roots = nlohmann::json::array();
+  for (const kv::PrefixRoots::Root& r : roots_.Top(kInventoryMaxRoots)) {
+    roots.push_back({{"root", r.root}, {"requests", r.requests}, {"blocks", r.common}});
+  }
+  j["roots"] = std::move(roots);
+  j["demand"] = {{"requests", demand_requests_.load(std::memory_order_relaxed)},
+                 {"prompt_tokens", demand_prompt_tokens_.load(std::memory_order_relaxed)},
+                 {"cached_tokens", demand_cached_tokens_.load(std::memory_order_relaxed)},
+                 {"completion_tokens", demand_completion_tokens_.load(std::memory_order_relaxed)}};
   return http::JsonResponse(200, j.dump());
 }
 

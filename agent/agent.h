@@ -40,6 +40,7 @@
 #include "common/http_server.h"
 #include "common/openai_api.h"
 #include "common/status.h"
+#include "kv/prefix_roots.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
@@ -119,6 +120,15 @@ class Agent {
   std::atomic<bool> shut_down_{false};
   std::atomic<int64_t> in_flight_{0};
   std::atomic<uint64_t> next_request_{1};
+
+  // Heat for the placement hub (GET /v1/kv/inventory "roots" and "demand"; docs/placement.md):
+  // counted where a request's prefill runs (aggregated and prefill-only requests, not the decode
+  // half of a remote prefill), so a cluster's agents count each request once.
+  kv::PrefixRoots roots_;
+  std::atomic<uint64_t> demand_requests_{0};
+  std::atomic<uint64_t> demand_prompt_tokens_{0};
+  std::atomic<uint64_t> demand_cached_tokens_{0};
+  std::atomic<uint64_t> demand_completion_tokens_{0};  // counted where the request decodes
 
   // Blocks of every leased prefill result, by pin id (what /v1/kv/leases/claim answers); entries
   // are removed when the lease ends (the release function).

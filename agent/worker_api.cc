@@ -12,6 +12,7 @@
 #include "agent/agent.h"
 #include "agent/transfer/transfer_handle.h"
 #include "common/log.h"
+#include "kv/block_hash.h"
 
 namespace kvmesh::agent {
 
@@ -47,6 +48,7 @@ struct Agent::RequestState {
   bool stream = false;
   bool include_usage = false;
   bool prefill_only = false;
+  bool imported_kv = false;  // the decode half of a remote prefill
   std::shared_ptr<http::Responder> responder;
   std::shared_ptr<http::StreamWriter> writer;  // stream only
   std::vector<int32_t> prompt;                 // for return_token_ids
@@ -175,9 +177,21 @@ void Agent::HandleCompletion(openai::ApiKind kind, const http::HttpRequest& req,
   st->stream = r.stream;
   st->include_usage = r.include_usage;
   st->prefill_only = prefill_only;
+  st->imported_kv = handle.has_value();
   st->responder = responder;
   st->arrival = Clock::now();
   if (r.return_token_ids) st->prompt = *prompt;
+
+  // The prompt's block hashes as the engine computes them (tenant salt in the first block), for
+  // the prefix-root heat; the decode half of a remote prefill is counted by its prefill agent.
+  std::vector<kv::BlockHash> heat_hashes;
+  if (!handle) {
+    kv::BlockHashOptions ho;
+    ho.block_size = static_cast<uint32_t>(config_.engine.block_size);
+    ho.cache_salt = r.cache_salt;
+    std::vector<uint32_t> u32(prompt->begin(), prompt->end());
+    if (auto h = kv::ComputeSequenceHashes(u32, ho); h.ok()) heat_hashes = std::move(*h);
+  }
 
   engine::GenerateRequest g;
   g.id = st->engine_id;
@@ -228,6 +242,11 @@ void Agent::HandleCompletion(openai::ApiKind kind, const http::HttpRequest& req,
       responder->Respond(http::ErrorResponseFor(submitted));
     }
     return;
+  }
+  if (!st->imported_kv) {  // heat for the placement hub: where the prefill runs
+    roots_.Record(heat_hashes);
+    demand_requests_.fetch_add(1, std::memory_order_relaxed);
+    demand_prompt_tokens_.fetch_add(static_cast<uint64_t>(prompt_len), std::memory_order_relaxed);
   }
   // A client that goes away cancels its request; the engine frees its blocks in its next step.
   engine::Engine* engine = engine_.get();
@@ -286,6 +305,10 @@ void Agent::OnOutput(const std::shared_ptr<RequestState>& st, const engine::Requ
   usage.prompt_tokens = out.prompt_tokens;
   usage.completion_tokens = out.completion_tokens;
   usage.cached_tokens = out.cached_tokens;
+  if (!st->imported_kv) demand_cached_tokens_.fetch_add(static_cast<uint64_t>(out.cached_tokens), std::memory_order_relaxed);
+  if (!st->prefill_only) {
+    demand_completion_tokens_.fetch_add(static_cast<uint64_t>(out.completion_tokens), std::memory_order_relaxed);
+  }
   const std::string finish = FinishReasonText(out.finish_reason);
   metrics_.requests->WithLabels({endpoint, "ok"}).Inc();
 

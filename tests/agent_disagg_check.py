@@ -50,10 +50,15 @@ try:
         s, r = agent.post("/v1/completions", body(decode_prefix + " warm-up"))
         assert s == 200, (agent.name, s, r)
 
+    # Heat for the placement hub (inventory "demand" and "roots"): counted where the prefill runs.
+    demand0 = {agent.name: agent.inventory()["demand"] for agent in (A, P, D)}
+    prompt_tokens = 0
+
     mismatches = []
     for i, prompt in enumerate(prompts):
         s, ref = A.post("/v1/completions", body(prompt))
         assert s == 200, (s, ref)
+        prompt_tokens += ref["usage"]["prompt_tokens"]
         s, pre = P.post("/v1/completions", body(prompt, max_tokens=1,
                                                 kv_transfer_params={"do_remote_decode": True}))
         assert s == 200, (s, pre)
@@ -71,6 +76,26 @@ try:
             # The prefix blocks were already on D: they count as cached there and were not pulled.
             assert dec["usage"]["prompt_tokens_details"]["cached_tokens"] >= 48, dec["usage"]
     assert not mismatches, f"{len(mismatches)} prompts differ, first: {mismatches[0]}"
+
+    # Each request counted once per graph: A (aggregated) and P (prefill) count the requests and
+    # their prompts, D (decode of imported KV) only the tokens it generated.
+    demand = {agent.name: agent.inventory()["demand"] for agent in (A, P, D)}
+    delta = {n: {k: demand[n][k] - demand0[n][k] for k in demand[n]} for n in demand}
+    n = len(prompts)
+    assert delta["aggregated"]["requests"] == n and delta["aggregated"]["prompt_tokens"] == prompt_tokens, delta
+    assert delta["aggregated"]["completion_tokens"] == n * MAX_TOKENS, delta
+    assert delta["prefill"]["requests"] == n and delta["prefill"]["prompt_tokens"] == prompt_tokens, delta
+    assert delta["prefill"]["completion_tokens"] == 0 and delta["prefill"]["cached_tokens"] > 0, delta
+    assert delta["decode"] == {"requests": 0, "prompt_tokens": 0, "cached_tokens": 0,
+                               "completion_tokens": n * MAX_TOKENS}, delta
+    # Roots: each of the 5 system prompts started 6 requests on P; their common prefix covers the
+    # system prompt's full blocks. D counted only its own warm-up, never the imported requests.
+    p_roots = P.inventory()["roots"]
+    hot = [r for r in p_roots if r["requests"] == 6]
+    assert len(hot) == 5 and all(r["blocks"][0] == r["root"] and len(r["blocks"]) >= 3 for r in hot), p_roots
+    assert sum(r["requests"] for r in p_roots) == n, p_roots  # 21 roots, all listed (top 32)
+    d_roots = D.inventory()["roots"]
+    assert sum(r["requests"] for r in d_roots) == 1 and d_roots[0]["requests"] == 1, d_roots
 
     # Chat completions through the same path.
     msgs = [{"role": "system", "content": systems[0]}, {"role": "user", "content": "Hello there"}]
