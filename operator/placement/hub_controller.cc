@@ -232,7 +232,19 @@ StatusOr<HubPassResult> HubController::SyncGraph(const json& graph_object) {
       KVMESH_LOG_WARN(kComponent, "ignoring bad annotation", {"graph", key}, {"error", parsed.status().ToString()});
     }
   }
-  result.heat = st.heat.Collect(routers);
+  // Members without a kvmesh-router the hub can reach: their agents' inventories.
+  std::map<std::string, std::vector<std::string>> agents;
+  if (const std::string text = Annotation(graph_object, kMemberAgentsAnnotation); !text.empty()) {
+    auto parsed = ParseMemberAgents(text);
+    if (parsed.ok()) {
+      for (auto& [name, urls] : *parsed) {
+        if (spec_clusters.count(name) != 0) agents[name] = std::move(urls);
+      }
+    } else {
+      KVMESH_LOG_WARN(kComponent, "ignoring bad annotation", {"graph", key}, {"error", parsed.status().ToString()});
+    }
+  }
+  result.heat = st.heat.Collect(routers, agents);
   PlacementInput input = InputFromGraph(og.graph);
   auto past_grace = [&](const std::string& cluster) {
     auto u = st.unreachable_since.find(cluster);
@@ -316,6 +328,7 @@ StatusOr<HubPassResult> HubController::SyncGraph(const json& graph_object) {
     }
     auto h = result.heat.find(m.cluster);
     e["heat"] = HeatStateName(h == result.heat.end() ? HeatState::kNone : h->second.state);
+    if (h != result.heat.end() && !h->second.error.empty()) e["heatError"] = h->second.error;
     clusters.push_back(std::move(e));
   }
   KVMESH_RETURN_IF_ERROR(WriteStatusClusters(graph_object, key, clusters, result));

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
+
 #include "common/http_client.h"
 #include "common/http_server.h"
 #include "operator/placement/member_clusters_testutil.h"
@@ -21,31 +23,75 @@ using testing::TestCluster;
 
 // A member cluster's kvmesh-router as the hub sees it: /metrics in Prometheus text (rendered by a
 // MetricsRegistry with the router's families) and /v1/kv/inventory.
-class FakeRouter {
+// A member's heat source over real HTTP: GET /v1/kv/inventory with the blocks and roots set by
+// the test (a FakeRouter or a FakeAgent adds the rest).
+class FakeSource {
+ public:
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(server_->port()); }
+  void SetHashes(std::vector<uint64_t> h) {
+    std::lock_guard<std::mutex> lock(mu_);
+    hashes_ = std::move(h);
+  }
+  // The summary's "roots" array (null: no roots key, an older router).
+  void SetRoots(json roots) {
+    std::lock_guard<std::mutex> lock(mu_);
+    roots_ = std::move(roots);
+  }
+  int inventory_gets() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return gets_;
+  }
+  void Stop() { server_->Stop(std::chrono::milliseconds(0)); }
+
+ protected:
+  // `extra` adds its fields to each inventory (called under mu_).
+  void Start(std::function<void(json&)> extra) {
+    server_ = std::make_unique<http::HttpServer>(http::HttpServerOptions{});
+    server_->Route("GET", "/v1/kv/inventory", [this, extra](const http::HttpRequest&) {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++gets_;
+      json inv = {{"block_size", 16}, {"seq", 0},
+                  {"tiers", json::array({{{"medium", "GPU"}, {"hashes", hashes_}}})}};
+      if (!roots_.is_null()) inv["roots"] = roots_;
+      extra(inv);
+      return http::JsonResponse(200, inv.dump());
+    });
+    if (route_metrics_) route_metrics_(*server_);
+    EXPECT_TRUE(server_->Start().ok());
+  }
+  std::function<void(http::HttpServer&)> route_metrics_;
+  std::mutex mu_;
+
+ private:
+  int gets_ = 0;
+  json roots_;
+  std::vector<uint64_t> hashes_;
+  std::unique_ptr<http::HttpServer> server_;
+};
+
+// A kvmesh-router: /metrics (Prometheus text from the metrics registry) and its prefix summary.
+class FakeRouter : public FakeSource {
  public:
   FakeRouter() {
     requests_ = *registry_.AddCounter("kvmesh_router_requests_total", "Requests", {"endpoint", "result"});
     prompt_ = *registry_.AddCounter("kvmesh_router_prompt_tokens_total", "Prompt tokens", {});
     cached_ = *registry_.AddCounter("kvmesh_router_cached_tokens_total", "Cached tokens", {});
     completion_ = *registry_.AddCounter("kvmesh_router_completion_tokens_total", "Completion tokens", {});
-    server_ = std::make_unique<http::HttpServer>(http::HttpServerOptions{});
-    server_->Route("GET", "/metrics", [this](const http::HttpRequest&) {
-      http::HttpResponse r;
-      r.content_type = "text/plain; version=0.0.4";
-      r.body = registry_.Render();
-      return r;
+    route_metrics_ = [this](http::HttpServer& server) {
+      server.Route("GET", "/metrics", [this](const http::HttpRequest&) {
+        http::HttpResponse r;
+        r.content_type = "text/plain; version=0.0.4";
+        r.body = registry_.Render();
+        return r;
+      });
+    };
+    Start([](json& inv) {
+      inv["agent_id"] = "router";
+      inv["kind"] = "router";
+      inv["load"] = {{"inflight", 0}, {"ready_workers", 1}};
     });
-    server_->Route("GET", "/v1/kv/inventory", [this](const http::HttpRequest&) {
-      std::lock_guard<std::mutex> lock(mu_);
-      json inv = {{"agent_id", "router"}, {"kind", "router"}, {"block_size", 16}, {"seq", 0},
-                  {"tiers", json::array({{{"medium", "GPU"}, {"hashes", hashes_}}})},
-                  {"load", {{"inflight", 0}, {"ready_workers", 1}}}};
-      if (!roots_.is_null()) inv["roots"] = roots_;
-      return http::JsonResponse(200, inv.dump());
-    });
-    EXPECT_TRUE(server_->Start().ok());
   }
-  std::string url() const { return "http://127.0.0.1:" + std::to_string(server_->port()); }
+  ~FakeRouter() { Stop(); }  // before the registry goes
   // `n` more requests with these token counts each.
   void Serve(double n, double isl, double cached, double osl) {
     requests_->WithLabels({"chat_completions", "ok"}).Inc(n);
@@ -54,33 +100,48 @@ class FakeRouter {
     cached_->WithLabels({}).Inc(n * cached);
     completion_->WithLabels({}).Inc(n * osl);
   }
-  void SetHashes(std::vector<uint64_t> h) {
-    std::lock_guard<std::mutex> lock(mu_);
-    hashes_ = std::move(h);
-  }
-  // The summary's "roots" array, as kvmesh-router lists it (null: no roots key, an older router).
-  void SetRoots(json roots) {
-    std::lock_guard<std::mutex> lock(mu_);
-    roots_ = std::move(roots);
-  }
-  void Stop() { server_->Stop(std::chrono::milliseconds(0)); }
 
  private:
-  json roots_;
   MetricsRegistry registry_;
   CounterFamily* requests_;
   CounterFamily* prompt_;
   CounterFamily* cached_;
   CounterFamily* completion_;
-  std::mutex mu_;
-  std::vector<uint64_t> hashes_;
-  std::unique_ptr<http::HttpServer> server_;
+};
+
+// A kvmesh-agent: its inventory also carries "demand" (and "roots", empty until set).
+class FakeAgent : public FakeSource {
+ public:
+  FakeAgent() {
+    SetRoots(json::array());
+    Start([this](json& inv) {
+      inv["agent_id"] = "agent";
+      inv["demand"] = demand_;
+    });
+  }
+  ~FakeAgent() { Stop(); }  // before demand_ goes
+  // `n` more requests prefilled here with these token counts each.
+  void Serve(uint64_t n, uint64_t isl, uint64_t cached, uint64_t osl) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto add = [&](const char* k, uint64_t v) { demand_[k] = demand_[k].get<uint64_t>() + v; };
+    add("requests", n);
+    add("prompt_tokens", n * isl);
+    add("cached_tokens", n * cached);
+    add("completion_tokens", n * osl);
+  }
+
+ private:
+  json demand_ = {{"requests", 0}, {"prompt_tokens", 0}, {"cached_tokens", 0}, {"completion_tokens", 0}};
 };
 
 std::vector<uint64_t> Range(uint64_t from, uint64_t to) {
   std::vector<uint64_t> v;
   for (uint64_t i = from; i < to; ++i) v.push_back(i * 7919 + 13);
   return v;
+}
+
+json RootsEntry(uint64_t requests, const std::vector<uint64_t>& blocks) {
+  return json{{"root", blocks.front()}, {"requests", requests}, {"blocks", blocks}};
 }
 
 uint64_t WriteRequests(const testapi::TestApiServer& s) {
@@ -114,7 +175,8 @@ class HubControllerTest : public ::testing::Test {
     ASSERT_TRUE(hub_.client->Create(kube::Secrets(), "default", secret).ok());
   }
 
-  void CreateGraph(const std::string& policy, int prefill, int decode, const std::string& routers = "") {
+  void CreateGraph(const std::string& policy, int prefill, int decode, const std::string& routers = "",
+                   const std::string& agents = "") {
     json g = {{"apiVersion", "kvmesh.dev/v1alpha1"}, {"kind", "InferenceGraph"},
               {"metadata", {{"name", "chat"}, {"namespace", "default"}}},
               {"spec",
@@ -126,6 +188,7 @@ class HubControllerTest : public ::testing::Test {
                                             {{"name", "b"}, {"kubeconfigSecret", "member-b"}, {"region", "eu-west"}, {"gpuCapacity", 8}}})},
                   {"links", json::array({{{"from", "a"}, {"to", "b"}, {"bandwidthGbps", 100}, {"latencyMs", 40}}})}}}}}};
     if (!routers.empty()) g["metadata"]["annotations"] = {{kMemberRoutersAnnotation, routers}};
+    if (!agents.empty()) g["metadata"]["annotations"][kMemberAgentsAnnotation] = agents;
     auto r = hub_.client->Create(kube::InferenceGraphs(), "default", g);
     ASSERT_TRUE(r.ok()) << r.status().ToString();
   }
@@ -397,6 +460,55 @@ TEST_F(HubControllerTest, RootHeatDecidesPrefixCopiesUnderCacheLocality) {
   EXPECT_EQ(d->target, "a");
 }
 
+// A member without a kvmesh-router: its agents' inventories (kvmesh.dev/member-agents) give its
+// heat, and the copy decision follows it as it does for routers.
+TEST_F(HubControllerTest, AgentHeatStandsInForAMemberWithoutARouter) {
+  FakeRouter ra;
+  FakeAgent b0, b1;
+  const std::vector<uint64_t> doc = Range(0, 125);
+  char name[32];
+  std::snprintf(name, sizeof name, "root:%016llx", static_cast<unsigned long long>(doc[0]));
+  ra.SetRoots(json::array({RootsEntry(1, doc)}));
+  b0.SetRoots(json::array({RootsEntry(1, doc)}));
+  b1.SetRoots(json::array({RootsEntry(1, doc)}));
+  ra.SetHashes(doc);  // cached in a only
+  CreateGraph("cache-locality", 2, 6, "a=" + ra.url(), "b=" + b0.url() + ",b=" + b1.url() + ",a=" + b0.url());
+  auto hub = Controller();
+  Pass(*hub);
+  // 30 s: 10 req/s through a's router; 5 req/s on each of b's agents.
+  ra.Serve(300, 3000, 1000, 150);
+  ra.SetRoots(json::array({RootsEntry(301, doc)}));
+  b0.Serve(150, 3000, 0, 150);
+  b1.Serve(150, 3000, 0, 150);
+  b0.SetRoots(json::array({RootsEntry(151, doc)}));
+  b1.SetRoots(json::array({RootsEntry(151, doc)}));
+  clock_.Advance(seconds(30));
+  const int b0_gets = b0.inventory_gets();
+  HubPassResult r = Pass(*hub);
+  EXPECT_EQ(b0.inventory_gets(), b0_gets + 1) << "read once, for b; a has a router";
+  ASSERT_EQ(r.heat["b"].state, HeatState::kFresh) << r.heat["b"].error;
+  EXPECT_NEAR(r.heat["b"].request_rate, 10, 1e-9);
+  EXPECT_NEAR(r.heat["b"].roots.at(doc[0]).rate, 10, 1e-9);
+  const PrefixDecision* d = nullptr;
+  for (const PrefixDecision& x : r.placement.prefixes) {
+    if (x.root == name && x.action == PrefixAction::kReplicate) d = &x;
+  }
+  ASSERT_NE(d, nullptr) << PlacementResultToJson(r.placement);
+  EXPECT_EQ(d->source, "a");
+  EXPECT_EQ(d->target, "b");
+  EXPECT_NE(d->reason.find("20 req/s"), std::string::npos) << d->reason;
+  EXPECT_FALSE(Entry(StatusClusters(), "b").contains("heatError"));
+
+  // One of b's agents dies: b's heat stays fresh from the other, and the status names the dead one.
+  b1.Stop();
+  clock_.Advance(seconds(30));
+  r = Pass(*hub);
+  EXPECT_EQ(r.heat["b"].state, HeatState::kFresh) << r.heat["b"].error;
+  const json b = Entry(StatusClusters(), "b");
+  EXPECT_EQ(b["heat"], "fresh");
+  EXPECT_NE(b.value("heatError", "").find(b1.url()), std::string::npos) << b.dump();
+}
+
 // Clean-up (kvmesh.dev/hub-members): a deleted graph leaves nothing in its members.
 bool HasHubFinalizer(const json& obj) {
   const json& fins = obj["metadata"].value("finalizers", json::array());
@@ -525,12 +637,18 @@ TEST_F(HubControllerTest, GraphThatStopsBeingMultiClusterIsCleanedAndReleased) {
   EXPECT_EQ(WriteRequests(*hub_.server), wh);
 }
 
-TEST(HubHeatTest, UnreachableRouterHeatIsHeldThenUnknownNeverZero) {
-  kube::FakeClock clock;
+// A fake clock, heat held for 60 s, 1 s per GET.
+HeatCollectorOptions ShortAgeOptions(kube::FakeClock& clock) {
   HeatCollectorOptions o;
   o.clock = &clock;
   o.max_age = seconds(60);
   o.timeout = std::chrono::milliseconds(1000);
+  return o;
+}
+
+TEST(HubHeatTest, UnreachableRouterHeatIsHeldThenUnknownNeverZero) {
+  kube::FakeClock clock;
+  const HeatCollectorOptions o = ShortAgeOptions(clock);
   HeatCollector collector(o);
   FakeRouter r;
   r.SetHashes(Range(0, 10));
@@ -590,10 +708,6 @@ TEST(HubHeatTest, SharedBlocksCountAsCachedInTheOtherCluster) {
   EXPECT_NEAR(p.cached_bytes.at("b") / p.bytes, 0.25, 1e-9);
   EXPECT_NEAR(p.rate_by_region.at("us-east"), 4, 1e-9);
   ASSERT_EQ(in.demand.size(), 1u) << "b's zero rate adds no region";
-}
-
-json RootsEntry(uint64_t requests, const std::vector<uint64_t>& blocks) {
-  return json{{"root", blocks.front()}, {"requests", requests}, {"blocks", blocks}};
 }
 
 TEST(HubHeatTest, HeatPerPrefixRootFromTheRoutersRootCounters) {
@@ -685,6 +799,71 @@ TEST(HubHeatTest, RouterWithoutRootsFallsBackToOneFamilyPerClusterCache) {
   EXPECT_EQ(in.demand.size(), 2u);
 }
 
+TEST(HubHeatTest, AgentsOfAClusterWithoutARouterAreMergedIntoItsHeat) {
+  kube::FakeClock clock;
+  const HeatCollectorOptions o = ShortAgeOptions(clock);
+  HeatCollector collector(o);
+  FakeAgent a0, a1;
+  // Root R: a0's requests share all 10 blocks, a1's only the first 6.
+  const std::vector<uint64_t> r = Range(1000, 1010);
+  std::vector<uint64_t> r1(r.begin(), r.begin() + 6);
+  r1.push_back(77);
+  a0.SetHashes(std::vector<uint64_t>(r.begin(), r.begin() + 5));
+  a1.SetHashes(std::vector<uint64_t>(r.begin() + 5, r.end()));
+  a0.SetRoots(json::array({RootsEntry(10, r)}));
+  a1.SetRoots(json::array({RootsEntry(4, r1)}));
+  const std::map<std::string, std::vector<std::string>> agents = {{"a", {a0.url(), a1.url()}}};
+  EXPECT_EQ(collector.Collect({}, agents)["a"].state, HeatState::kWarming);
+
+  a0.Serve(50, 1000, 400, 10);
+  a1.Serve(30, 2000, 0, 20);
+  a0.SetRoots(json::array({RootsEntry(60, r)}));
+  a1.SetRoots(json::array({RootsEntry(34, r1)}));
+  clock.Advance(seconds(10));
+  ClusterHeat h = collector.Collect({}, agents)["a"];
+  ASSERT_EQ(h.state, HeatState::kFresh) << h.error;
+  EXPECT_NEAR(h.request_rate, 8, 1e-9);
+  EXPECT_NEAR(h.mean_isl, (50 * 1000 + 30 * 2000) / 80.0, 1e-9);
+  EXPECT_NEAR(h.mean_osl, (50 * 10 + 30 * 20) / 80.0, 1e-9);
+  EXPECT_NEAR(h.cached_tokens_per_request, 50 * 400 / 80.0, 1e-9);
+  EXPECT_EQ(h.hashes.size(), 10u) << "the union of the agents' blocks";
+  ASSERT_TRUE(h.has_roots);
+  EXPECT_NEAR(h.roots.at(r[0]).rate, 5 + 3, 1e-9);
+  EXPECT_EQ(h.roots.at(r[0]).blocks.size(), 6u) << "the prefix both agents' requests share";
+  PlacementInput in;
+  in.clusters = {{"a", "us-east", 8, true}, {"b", "eu-west", 8, true}};
+  collector.FillInput({{"a", h}}, in);
+  ASSERT_EQ(in.heat.size(), 1u);
+  EXPECT_NEAR(in.heat[0].rate_by_region.at("us-east"), 8, 1e-9);
+  EXPECT_NEAR(in.heat[0].cached_bytes.at("a") / in.heat[0].bytes, 1.0, 1e-9) << "held across both agents";
+  ASSERT_EQ(in.demand.size(), 1u);
+  EXPECT_NEAR(in.demand[0].request_rate, 8, 1e-9);
+
+  // a1 stops answering: its last rates are held (stale) next to a0's fresh ones ...
+  a1.Stop();
+  a0.Serve(30, 1000, 400, 10);
+  a0.SetRoots(json::array({RootsEntry(90, r)}));
+  clock.Advance(seconds(30));
+  h = collector.Collect({}, agents)["a"];
+  EXPECT_EQ(h.state, HeatState::kFresh);
+  EXPECT_NEAR(h.request_rate, 1 + 3, 1e-9);
+  EXPECT_NEAR(h.roots.at(r[0]).rate, 1 + 3, 1e-9);
+  EXPECT_NE(h.error.find(a1.url()), std::string::npos) << h.error;
+  // ... until they are older than max_age: then the cluster's heat is a0's alone.
+  clock.Advance(seconds(31));
+  h = collector.Collect({}, agents)["a"];
+  EXPECT_EQ(h.state, HeatState::kFresh);
+  EXPECT_NEAR(h.request_rate, 0, 1e-9);
+  EXPECT_EQ(h.hashes.size(), 5u);
+  EXPECT_EQ(h.roots.at(r[0]).blocks.size(), 10u);
+
+  // A URL listed as an agent that is not one (no demand object): unknown, with the reason.
+  FakeRouter router;
+  ClusterHeat bad = collector.Collect({}, {{"c", {router.url()}}})["c"];
+  EXPECT_EQ(bad.state, HeatState::kUnknown);
+  EXPECT_NE(bad.error.find("no demand object"), std::string::npos) << bad.error;
+}
+
 TEST(HubHeatTest, ParsesAnnotationsMetricsAndInventories) {
   auto ok = ParseMemberRouters(" a=http://x:1/ , b=https://y ");
   ASSERT_TRUE(ok.ok()) << ok.status().ToString();
@@ -693,6 +872,13 @@ TEST(HubHeatTest, ParsesAnnotationsMetricsAndInventories) {
   for (const char* bad : {"a", "=http://x", "a=ftp://x", "a=http://x,a=http://y", "a="}) {
     auto r = ParseMemberRouters(bad);
     EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << bad;
+  }
+  auto agents = ParseMemberAgents("a=http://p0:8000, a=http://d0:8000/ ,b=https://x");
+  ASSERT_TRUE(agents.ok()) << agents.status().ToString();
+  EXPECT_EQ(agents->at("a"), (std::vector<std::string>{"http://p0:8000", "http://d0:8000"}));
+  EXPECT_EQ(agents->at("b"), (std::vector<std::string>{"https://x"}));
+  for (const char* bad : {"a", "a=ftp://x", "a=http://x,a=http://x/", "=http://x"}) {
+    EXPECT_EQ(ParseMemberAgents(bad).status().code(), StatusCode::kInvalidArgument) << bad;
   }
   EXPECT_EQ(CountersFromMetrics("kvmesh_agent_x_total 3\n").status().code(), StatusCode::kInvalidArgument);
   EXPECT_TRUE(CountersFromMetrics("kvmesh_router_prompt_tokens_total 0\n").ok()) << "a router that served nothing";
@@ -719,9 +905,16 @@ TEST(HubHeatTest, ParsesAnnotationsMetricsAndInventories) {
   ASSERT_EQ(sum->roots.size(), 1u);
   EXPECT_EQ(sum->roots.at(5).requests, 3u);
   EXPECT_EQ(sum->roots.at(5).blocks, (std::vector<uint64_t>{5, 6}));
+  auto agent = SummaryFromInventory(
+      R"({"tiers":[],"demand":{"requests":1,"prompt_tokens":2,"cached_tokens":3,"completion_tokens":4}})");
+  ASSERT_TRUE(agent.ok()) << agent.status().ToString();
+  EXPECT_TRUE(agent->has_demand);
+  EXPECT_EQ(agent->demand.requests, 1);
+  EXPECT_EQ(agent->demand.completion_tokens, 4);
   auto old_router = SummaryFromInventory(R"({"tiers":[]})");
   ASSERT_TRUE(old_router.ok());
   EXPECT_FALSE(old_router->has_roots);
+  EXPECT_FALSE(old_router->has_demand);
   EXPECT_EQ(old_router->block_size, 16u);
   for (const char* bad : {
            R"({"tiers":[],"roots":{}})",                                             // not an array
@@ -731,6 +924,9 @@ TEST(HubHeatTest, ParsesAnnotationsMetricsAndInventories) {
            R"({"tiers":[],"roots":[{"root":5,"requests":-1,"blocks":[5]}]})",       // negative count
            R"({"tiers":[],"roots":[{"root":5,"requests":1,"blocks":[5]},{"root":5,"requests":2,"blocks":[5]}]})",
            R"({"tiers":[],"block_size":0})",
+           R"({"tiers":[],"demand":[]})",
+           R"({"tiers":[],"demand":{"requests":1,"prompt_tokens":2,"cached_tokens":3}})",
+           R"({"tiers":[],"demand":{"requests":-1,"prompt_tokens":2,"cached_tokens":3,"completion_tokens":4}})",
        }) {
     EXPECT_EQ(SummaryFromInventory(bad).status().code(), StatusCode::kInvalidArgument) << bad;
   }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <iterator>
 #include <nlohmann/json.hpp>
 
 #include "operator/planner/prom_text.h"
@@ -23,10 +24,14 @@ std::string StripSlash(std::string url) {
   return url;
 }
 
-}  // namespace
-
-StatusOr<std::map<std::string, std::string>> ParseMemberRouters(const std::string& text) {
-  std::map<std::string, std::string> out;
+// "a=URL,b=URL" -> (cluster, URL) pairs in order, for the annotation `annotation`. A pair listed
+// twice is an error; a cluster listed twice is one when !repeat_cluster.
+StatusOr<std::vector<std::pair<std::string, std::string>>> ParseClusterUrls(const std::string& text,
+                                                                           const char* annotation,
+                                                                           bool repeat_cluster) {
+  std::vector<std::pair<std::string, std::string>> out;
+  std::set<std::pair<std::string, std::string>> seen;
+  std::set<std::string> clusters;
   size_t start = 0;
   while (start <= text.size()) {
     size_t end = text.find(',', start);
@@ -36,24 +41,45 @@ StatusOr<std::map<std::string, std::string>> ParseMemberRouters(const std::strin
     if (entry.empty()) continue;
     const size_t eq = entry.find('=');
     if (eq == std::string::npos) {
-      return InvalidArgumentError(std::string(kMemberRoutersAnnotation) + ": entry '" + entry +
-                                  "' is not CLUSTER=URL");
+      return InvalidArgumentError(std::string(annotation) + ": entry '" + entry + "' is not CLUSTER=URL");
     }
     const std::string name = Trim(entry.substr(0, eq));
     const std::string url = StripSlash(Trim(entry.substr(eq + 1)));
     if (name.empty() || url.empty()) {
-      return InvalidArgumentError(std::string(kMemberRoutersAnnotation) + ": entry '" + entry +
+      return InvalidArgumentError(std::string(annotation) + ": entry '" + entry +
                                   "' has an empty cluster name or URL");
     }
     if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0) {
-      return InvalidArgumentError(std::string(kMemberRoutersAnnotation) + ": URL '" + url +
-                                  "' of cluster " + name + " is not http:// or https://");
+      return InvalidArgumentError(std::string(annotation) + ": URL '" + url + "' of cluster " + name +
+                                  " is not http:// or https://");
     }
-    if (!out.emplace(name, url).second) {
-      return InvalidArgumentError(std::string(kMemberRoutersAnnotation) + ": cluster " + name +
-                                  " is listed twice");
+    if (!seen.emplace(name, url).second || (!repeat_cluster && !clusters.insert(name).second)) {
+      return InvalidArgumentError(std::string(annotation) + ": cluster " + name + " is listed twice" +
+                                  (repeat_cluster ? " with " + url : ""));
     }
+    out.emplace_back(name, url);
   }
+  return out;
+}
+
+// Cuts `common` back to its common prefix with `blocks` (never below its first block).
+void CutToCommonPrefix(std::vector<uint64_t>& common, const std::vector<uint64_t>& blocks) {
+  size_t same = 0;
+  while (same < common.size() && same < blocks.size() && common[same] == blocks[same]) ++same;
+  common.resize(std::max<size_t>(same, 1));
+}
+
+}  // namespace
+
+StatusOr<std::map<std::string, std::string>> ParseMemberRouters(const std::string& text) {
+  KVMESH_ASSIGN_OR_RETURN(auto pairs, ParseClusterUrls(text, kMemberRoutersAnnotation, false));
+  return std::map<std::string, std::string>(pairs.begin(), pairs.end());
+}
+
+StatusOr<std::map<std::string, std::vector<std::string>>> ParseMemberAgents(const std::string& text) {
+  KVMESH_ASSIGN_OR_RETURN(auto pairs, ParseClusterUrls(text, kMemberAgentsAnnotation, true));
+  std::map<std::string, std::vector<std::string>> out;
+  for (auto& [name, url] : pairs) out[name].push_back(std::move(url));
   return out;
 }
 
@@ -104,6 +130,22 @@ StatusOr<InventorySummary> SummaryFromInventory(const std::string& inventory_jso
       const uint64_t bs = j["block_size"].get<uint64_t>();
       if (bs == 0 || bs > 1u << 20) return InvalidArgumentError("inventory: block_size out of range");
       out.block_size = static_cast<uint32_t>(bs);
+    }
+    if (j.contains("demand")) {
+      const json& d = j["demand"];
+      const char* keys[] = {"requests", "prompt_tokens", "cached_tokens", "completion_tokens"};
+      if (!d.is_object() || !std::all_of(std::begin(keys), std::end(keys), [&](const char* k) {
+            return d.contains(k) && d[k].is_number_unsigned();
+          })) {
+        return InvalidArgumentError(
+            "inventory: demand needs requests, prompt_tokens, cached_tokens and completion_tokens "
+            "(unsigned integers)");
+      }
+      out.has_demand = true;
+      out.demand.requests = static_cast<double>(d["requests"].get<uint64_t>());
+      out.demand.prompt_tokens = static_cast<double>(d["prompt_tokens"].get<uint64_t>());
+      out.demand.cached_tokens = static_cast<double>(d["cached_tokens"].get<uint64_t>());
+      out.demand.completion_tokens = static_cast<double>(d["completion_tokens"].get<uint64_t>());
     }
     if (j.contains("roots")) {
       if (!j["roots"].is_array()) return InvalidArgumentError("inventory: roots is not an array");
@@ -167,92 +209,172 @@ std::chrono::steady_clock::time_point HeatCollector::Now() const {
   return options_.clock != nullptr ? options_.clock->Now() : std::chrono::steady_clock::now();
 }
 
-std::map<std::string, ClusterHeat> HeatCollector::Collect(const std::map<std::string, std::string>& routers) {
+std::map<std::string, ClusterHeat> HeatCollector::Collect(
+    const std::map<std::string, std::string>& routers,
+    const std::map<std::string, std::vector<std::string>>& agents) {
+  // (cluster, URL) -> is an agent. A cluster with a router is read from its router only: its
+  // agents see the same requests.
+  std::map<std::pair<std::string, std::string>, bool> endpoints;
+  for (const auto& [cluster, url] : routers) endpoints[{cluster, url}] = false;
+  for (const auto& [cluster, urls] : agents) {
+    if (routers.count(cluster) != 0) continue;
+    for (const std::string& url : urls) endpoints[{cluster, url}] = true;
+  }
   for (auto it = states_.begin(); it != states_.end();) {
-    it = routers.count(it->first) != 0 ? std::next(it) : states_.erase(it);
+    auto e = endpoints.find(it->first);
+    it = e != endpoints.end() && e->second == it->second.agent ? std::next(it) : states_.erase(it);
   }
   std::vector<std::pair<std::string, std::string>> headers;
   if (!options_.router_api_key.empty()) headers.emplace_back("Authorization", "Bearer " + options_.router_api_key);
-  std::map<std::string, ClusterHeat> out;
   const auto now = Now();
-  for (const auto& [cluster, url] : routers) {
-    State& st = states_[cluster];
-    // One fetch of both endpoints; either failing makes the sample fail.
-    auto fetch = [&](const std::string& path) -> StatusOr<std::string> {
-      KVMESH_ASSIGN_OR_RETURN(http::ClientResponse r, http_->Get(url + path, headers));
-      if (r.status != 200) {
-        return UnavailableError("GET " + url + path + ": HTTP " + std::to_string(r.status));
-      }
-      return r.body;
-    };
-    Status failed = Status::Ok();
-    RouterCounters counters;
-    InventorySummary summary;
-    if (auto m = fetch("/metrics"); !m.ok()) {
-      failed = m.status();
-    } else if (auto c = CountersFromMetrics(*m); !c.ok()) {
-      failed = InvalidArgumentError("GET " + url + "/metrics: " + c.status().message());
-    } else if (auto inv = fetch("/v1/kv/inventory"); !inv.ok()) {
-      failed = inv.status();
-    } else if (auto h = SummaryFromInventory(*inv); !h.ok()) {
-      failed = InvalidArgumentError("GET " + url + "/v1/kv/inventory: " + h.status().message());
-    } else {
-      counters = *c;
-      summary = std::move(*h);
-    }
+  std::map<std::string, std::vector<const ClusterHeat*>> parts;
+  for (const auto& [key, is_agent] : endpoints) {
+    State& st = states_[key];
+    st.agent = is_agent;
+    Sample(st, key.second, now, headers);
+    parts[key.first].push_back(&st.heat);
+  }
+  std::map<std::string, ClusterHeat> out;
+  for (const auto& [cluster, heats] : parts) {
+    out[cluster] = heats.size() == 1 ? *heats.front() : MergeEndpointHeats(heats);
+  }
+  return out;
+}
 
-    ClusterHeat& heat = st.heat;
-    if (failed.ok()) {
-      const bool restarted = st.has_sample && counters.requests < st.last.counters.requests;
-      // Seconds since the previous good sample; 0 (no rates this pass) without one or after a
-      // restart.
-      const double dt = st.has_sample && !restarted
-                            ? std::chrono::duration<double>(now - st.last.time).count()
-                            : 0;
-      // Per root: a rate when the previous good sample listed the root with a counter no larger.
-      std::map<uint64_t, uint64_t> root_requests;
-      heat.roots.clear();
-      for (auto& [root, sample] : summary.roots) {
-        root_requests[root] = sample.requests;
-        ClusterHeat::Root& r = heat.roots[root];
-        r.blocks = std::move(sample.blocks);
-        auto prev = st.last.root_requests.find(root);
-        if (dt > 0 && prev != st.last.root_requests.end() && sample.requests >= prev->second) {
-          r.has_rate = true;
-          r.rate = static_cast<double>(sample.requests - prev->second) / dt;
-        }
-      }
-      heat.has_roots = summary.has_roots;
-      heat.block_size = summary.block_size;
-      if (dt > 0) {
-        const double dreq = counters.requests - st.last.counters.requests;
-        heat.has_rates = true;
-        heat.request_rate = dreq / dt;
-        if (dreq > 0) {
-          heat.mean_isl = (counters.prompt_tokens - st.last.counters.prompt_tokens) / dreq;
-          heat.mean_osl = (counters.completion_tokens - st.last.counters.completion_tokens) / dreq;
-          heat.cached_tokens_per_request = (counters.cached_tokens - st.last.counters.cached_tokens) / dreq;
-        }
-      }
-      st.has_sample = true;
-      st.last = {now, counters, std::move(root_requests)};
-      st.last_ok = now;
-      heat.hashes = std::move(summary.hashes);
-      heat.error.clear();
-      heat.state = heat.has_rates ? HeatState::kFresh : HeatState::kWarming;
-    } else {
-      heat.error = failed.message();
-      if (!st.has_sample || now - st.last_ok > options_.max_age) {
-        const std::string error = heat.error;
-        heat = ClusterHeat{};
-        heat.error = error;
-        heat.state = HeatState::kUnknown;
-        st.has_sample = false;
-      } else {
-        heat.state = HeatState::kStale;
+void HeatCollector::Sample(State& st, const std::string& url, std::chrono::steady_clock::time_point now,
+                           const std::vector<std::pair<std::string, std::string>>& headers) {
+  auto fetch = [&](const std::string& path) -> StatusOr<std::string> {
+    StatusOr<http::ClientResponse> got = http_->Get(url + path, headers);
+    if (!got.ok()) {
+      return Status(got.status().code(), "GET " + url + path + ": " + got.status().message());
+    }
+    const http::ClientResponse& r = *got;
+    if (r.status != 200) {
+      return UnavailableError("GET " + url + path + ": HTTP " + std::to_string(r.status));
+    }
+    return r.body;
+  };
+  // A router: /metrics (counters) and /v1/kv/inventory; either failing makes the sample fail. An
+  // agent: /v1/kv/inventory only (its "demand" object holds the counters).
+  RouterCounters counters;
+  InventorySummary summary;
+  auto take = [&]() -> Status {
+    RouterCounters router_counters;
+    if (!st.agent) {
+      KVMESH_ASSIGN_OR_RETURN(std::string text, fetch("/metrics"));
+      auto c = CountersFromMetrics(text);
+      if (!c.ok()) return InvalidArgumentError("GET " + url + "/metrics: " + c.status().message());
+      router_counters = *c;
+    }
+    KVMESH_ASSIGN_OR_RETURN(std::string inv, fetch("/v1/kv/inventory"));
+    auto h = SummaryFromInventory(inv);
+    if (!h.ok()) return InvalidArgumentError("GET " + url + "/v1/kv/inventory: " + h.status().message());
+    if (st.agent && !h->has_demand) {
+      return InvalidArgumentError("GET " + url + "/v1/kv/inventory: no demand object (not a kvmesh-agent?)");
+    }
+    counters = st.agent ? h->demand : router_counters;
+    summary = std::move(*h);
+    return Status::Ok();
+  };
+  const Status failed = take();
+
+  ClusterHeat& heat = st.heat;
+  if (failed.ok()) {
+    const bool restarted = st.has_sample && counters.requests < st.last.counters.requests;
+    // Seconds since the previous good sample; 0 (no rates this pass) without one or after a
+    // restart.
+    const double dt = st.has_sample && !restarted
+                          ? std::chrono::duration<double>(now - st.last.time).count()
+                          : 0;
+    // Per root: a rate when the previous good sample listed the root with a counter no larger.
+    std::map<uint64_t, uint64_t> root_requests;
+    heat.roots.clear();
+    for (auto& [root, sample] : summary.roots) {
+      root_requests[root] = sample.requests;
+      ClusterHeat::Root& r = heat.roots[root];
+      r.blocks = std::move(sample.blocks);
+      auto prev = st.last.root_requests.find(root);
+      if (dt > 0 && prev != st.last.root_requests.end() && sample.requests >= prev->second) {
+        r.has_rate = true;
+        r.rate = static_cast<double>(sample.requests - prev->second) / dt;
       }
     }
-    out[cluster] = heat;
+    heat.has_roots = summary.has_roots;
+    heat.block_size = summary.block_size;
+    if (dt > 0) {
+      const double dreq = counters.requests - st.last.counters.requests;
+      heat.has_rates = true;
+      heat.request_rate = dreq / dt;
+      if (dreq > 0) {
+        heat.mean_isl = (counters.prompt_tokens - st.last.counters.prompt_tokens) / dreq;
+        heat.mean_osl = (counters.completion_tokens - st.last.counters.completion_tokens) / dreq;
+        heat.cached_tokens_per_request = (counters.cached_tokens - st.last.counters.cached_tokens) / dreq;
+      }
+    }
+    st.has_sample = true;
+    st.last = {now, counters, std::move(root_requests)};
+    st.last_ok = now;
+    heat.hashes = std::move(summary.hashes);
+    heat.error.clear();
+    heat.state = heat.has_rates ? HeatState::kFresh : HeatState::kWarming;
+  } else {
+    heat.error = failed.message();
+    if (!st.has_sample || now - st.last_ok > options_.max_age) {
+      const std::string error = heat.error;
+      heat = ClusterHeat{};
+      heat.error = error;
+      heat.state = HeatState::kUnknown;
+      st.has_sample = false;
+    } else {
+      heat.state = HeatState::kStale;
+    }
+  }
+}
+
+ClusterHeat MergeEndpointHeats(const std::vector<const ClusterHeat*>& parts) {
+  auto rank = [](HeatState s) {
+    switch (s) {
+      case HeatState::kFresh: return 4;
+      case HeatState::kStale: return 3;
+      case HeatState::kWarming: return 2;
+      case HeatState::kUnknown: return 1;
+      case HeatState::kNone: return 0;
+    }
+    return 0;
+  };
+  ClusterHeat out;
+  bool has_block_size = false;
+  double isl = 0, osl = 0, cached = 0;  // rate-weighted sums
+  for (const ClusterHeat* p : parts) {
+    if (rank(p->state) > rank(out.state)) out.state = p->state;
+    if (!p->error.empty()) out.error += (out.error.empty() ? "" : "; ") + p->error;
+    if (p->state == HeatState::kNone || p->state == HeatState::kUnknown) continue;
+    out.hashes.insert(p->hashes.begin(), p->hashes.end());
+    if (!has_block_size || p->block_size > out.block_size) out.block_size = p->block_size;
+    has_block_size = true;
+    out.has_roots = out.has_roots || p->has_roots;
+    for (const auto& [root, r] : p->roots) {
+      auto [it, fresh] = out.roots.try_emplace(root, r);
+      if (fresh) continue;
+      ClusterHeat::Root& m = it->second;
+      CutToCommonPrefix(m.blocks, r.blocks);
+      if (r.has_rate) {
+        m.rate = (m.has_rate ? m.rate : 0) + r.rate;
+        m.has_rate = true;
+      }
+    }
+    if (p->has_rates) {
+      out.has_rates = true;
+      out.request_rate += p->request_rate;
+      isl += p->mean_isl * p->request_rate;
+      osl += p->mean_osl * p->request_rate;
+      cached += p->cached_tokens_per_request * p->request_rate;
+    }
+  }
+  if (out.request_rate > 0) {
+    out.mean_isl = isl / out.request_rate;
+    out.mean_osl = osl / out.request_rate;
+    out.cached_tokens_per_request = cached / out.request_rate;
   }
   return out;
 }
@@ -315,9 +437,7 @@ void HeatCollector::FillInput(const std::map<std::string, ClusterHeat>& heat, Pl
       if (a.blocks.empty()) {
         a.blocks = r.blocks;
       } else {
-        size_t same = 0;
-        while (same < a.blocks.size() && same < r.blocks.size() && a.blocks[same] == r.blocks[same]) ++same;
-        a.blocks.resize(std::max<size_t>(same, 1));
+        CutToCommonPrefix(a.blocks, r.blocks);
       }
       a.block_size = std::max(a.block_size, ch.block_size);
       a.rate_by_region[region_of[c.name]] += r.rate;

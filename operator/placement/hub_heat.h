@@ -41,10 +41,15 @@
 namespace kvmesh::placement {
 
 inline constexpr char kMemberRoutersAnnotation[] = "kvmesh.dev/member-routers";
+inline constexpr char kMemberAgentsAnnotation[] = "kvmesh.dev/member-agents";
 
 // "a=http://x:1,b=http://y:2" -> {a: http://x:1, b: http://y:2}. InvalidArgument naming the bad
 // entry (no '=', empty name or URL, a URL that is not http:// or https://, a repeated name).
 StatusOr<std::map<std::string, std::string>> ParseMemberRouters(const std::string& text);
+// "a=http://p0:8000,a=http://d0:8000,b=http://x:8000" -> {a: [p0, d0], b: [x]}: a cluster may be
+// listed once per agent. Same errors as ParseMemberRouters, except that a cluster may repeat (the
+// same cluster and URL twice is an error).
+StatusOr<std::map<std::string, std::vector<std::string>>> ParseMemberAgents(const std::string& text);
 
 // One router's counters at one time.
 struct RouterCounters {
@@ -68,11 +73,14 @@ struct RootSample {
 struct InventorySummary {
   std::set<uint64_t> hashes;
   uint32_t block_size = 16;
+  bool has_demand = false;                 // an agent's "demand" counters (kvmesh-agent)
+  RouterCounters demand;
   bool has_roots = false;                  // the summary has a "roots" array
   std::map<uint64_t, RootSample> roots;    // root hash -> sample
 };
-// InvalidArgument for malformed JSON, a missing tiers array, or a malformed roots entry (not an
-// object with a root, a requests count and a non-empty blocks array starting with the root).
+// InvalidArgument for malformed JSON, a missing tiers array, a malformed roots entry (not an
+// object with a root, a requests count and a non-empty blocks array starting with the root), or a
+// demand object without its four unsigned counters.
 StatusOr<InventorySummary> SummaryFromInventory(const std::string& inventory_json);
 
 enum class HeatState {
@@ -106,6 +114,12 @@ struct ClusterHeat {
   std::map<uint64_t, Root> roots;
 };
 
+// One cluster's heat from several endpoints (its agents): the best state (fresh, stale, warming,
+// unknown in that order); from the parts that are not unknown, the union of their block hashes,
+// request rates added (ISL, OSL and cached tokens per request rate-weighted), and per root the
+// rates added and the common prefix of their blocks; the parts' errors joined with "; ".
+ClusterHeat MergeEndpointHeats(const std::vector<const ClusterHeat*>& parts);
+
 struct HeatCollectorOptions {
   std::chrono::milliseconds max_age{600000};  // a stale sample is used this long, then unknown
   std::chrono::milliseconds timeout{3000};    // per GET
@@ -120,9 +134,12 @@ class HeatCollector {
   explicit HeatCollector(HeatCollectorOptions options = {});
   ~HeatCollector();
 
-  // Fetches every router in `routers` (cluster -> base URL) and updates the samples. Clusters not
-  // in `routers` are forgotten. Returns the heat of every cluster in `routers`.
-  std::map<std::string, ClusterHeat> Collect(const std::map<std::string, std::string>& routers);
+  // Fetches every router in `routers` (cluster -> base URL) and, for clusters without a router,
+  // every agent in `agents` (cluster -> agents' base URLs), and updates the samples. Endpoints not
+  // listed are forgotten. Returns the heat of every cluster listed: its router's, or its agents'
+  // merged (MergeEndpointHeats).
+  std::map<std::string, ClusterHeat> Collect(const std::map<std::string, std::string>& routers,
+                                             const std::map<std::string, std::vector<std::string>>& agents = {});
 
   // Fills input.demand and input.heat from `heat` (clusters' regions from input.clusters); a
   // cluster with unknown or no heat contributes nothing.
@@ -135,16 +152,20 @@ class HeatCollector {
     std::map<uint64_t, uint64_t> root_requests;  // root -> its counter
   };
   struct State {
+    bool agent = false;  // a kvmesh-agent (counters from its inventory's "demand"), else a router
     bool has_sample = false;
     Sample last;
     std::chrono::steady_clock::time_point last_ok;
     ClusterHeat heat;
   };
   std::chrono::steady_clock::time_point Now() const;
+  // One fetch of one endpoint: updates st.heat and st's sample.
+  void Sample(State& st, const std::string& url, std::chrono::steady_clock::time_point now,
+              const std::vector<std::pair<std::string, std::string>>& headers);
 
   HeatCollectorOptions options_;
   std::unique_ptr<http::HttpClient> http_;
-  std::map<std::string, State> states_;  // cluster -> state
+  std::map<std::pair<std::string, std::string>, State> states_;  // (cluster, URL) -> state
 };
 
 }  // namespace kvmesh::placement
