@@ -45,6 +45,8 @@ class Model {
   int NumClusters() const { return static_cast<int>(in_.clusters.size()); }
   const std::vector<Flow>& flows() const { return flows_; }
   const PlacementModel& m() const { return in_.model; }
+  // No prefill pool: every replica is an aggregated worker that prefills its own requests.
+  bool aggregated() const { return in_.pools.prefill_replicas == 0; }
 
   // The link a -> b, else b -> a (links serve both ways unless both are listed); null if none.
   const Link* FindLink(int a, int b) const {
@@ -168,17 +170,23 @@ PlacementScore Score(const Model& model, const std::vector<int32_t>& prefill,
     double decode_tokens = 0;   // tokens/s to generate
   };
   std::vector<Load> load(n);
-  auto prefill_capacity = [&](int c) {
+  const bool aggregated = model.aggregated();
+  // Prefill capacity of cluster c under load l. With a prefill pool, decode workers prefill only
+  // short or overflow prompts (kLocalPrefillShare of a replica each). Without one, every replica
+  // is an aggregated worker: it prefills at the full rate in the time its decode work leaves
+  // (1 - decode utilization, at least 1 - kSaturation).
+  auto prefill_capacity = [&](int c, double rho_d) {
+    if (aggregated) return decode[c] * (1 - std::min(rho_d, kSaturation)) * m.prefill_tokens_per_s;
     return (prefill[c] + kLocalPrefillShare * decode[c]) * m.prefill_tokens_per_s;
   };
   auto queue_s = [&](const Load& l, int c) {
-    const double cap = prefill_capacity(c);
+    const double rho_d = l.decode_tokens / (decode[c] * m.decode_tokens_per_s);
+    const double cap = prefill_capacity(c, rho_d);
     if (l.arrivals <= 0 || cap <= 0) return 0.0;
     const double rho = l.prefill_tokens / cap;
     const double service = l.prefill_tokens / l.arrivals / m.prefill_tokens_per_s;
     double wait = rho < kSaturation ? service * rho / (1 - rho)
                                     : service * kSaturation / (1 - kSaturation) + (rho - kSaturation) * m.overload_penalty_s;
-    const double rho_d = l.decode_tokens / (decode[c] * m.decode_tokens_per_s);
     if (rho_d > kSaturation) wait += (rho_d - kSaturation) * m.overload_penalty_s;
     return wait;
   };

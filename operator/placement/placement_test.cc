@@ -309,6 +309,26 @@ TEST(PlacementTest, EvaluateCountsUnservedDemand) {
   EXPECT_NEAR(s.mean_ttft_s, in.model.unserved_penalty_s, 1e-9);
 }
 
+// The M/M/1 prefill term by pool layout: one cluster, 10 req/s of 1,000-token prompts and
+// 100-token outputs, replica rates 20,000 prefill / 2,500 decode tokens/s (decode utilization
+// 1,000 / 10,000 = 0.1 with four decode-capable replicas). Service 0.05 s, RTT 1 ms.
+TEST(PlacementTest, EvaluateGivesAggregatedReplicasTheirFullPrefillRate) {
+  PlacementInput in = Clusters({8});
+  in.demand = {{"us-east", 10, 1000, 100}};
+  auto mean_ttft = [&](int32_t prefill, int32_t decode) {
+    in.pools = {prefill, decode, 1, 1};
+    PlacementResult r;
+    r.clusters.push_back({"east", prefill, decode, prefill + decode, 8});
+    return Evaluate(in, r).mean_ttft_s;
+  };
+  // Aggregated (no prefill pool): 4 x (1 - 0.1) x 20,000 = 72,000 tokens/s, rho = 10,000 / 72,000.
+  const double rho_agg = 10000.0 / 72000;
+  EXPECT_NEAR(mean_ttft(0, 4), 0.001 + 0.05 * rho_agg / (1 - rho_agg) + 0.05, 1e-9);
+  // Disaggregated 2 + 2: (2 + 0.25 x 2) x 20,000 = 50,000 tokens/s (decode workers take only
+  // short or overflow prompts), rho = 0.2.
+  EXPECT_NEAR(mean_ttft(2, 2), 0.001 + 0.05 * 0.2 / 0.8 + 0.05, 1e-9);
+}
+
 TEST(PlacementTest, RejectsBadInput) {
   PlacementInput in = Clusters({4, 4});
   in.policy = "random";
