@@ -6,6 +6,9 @@
 #   1. applies one InferenceGraph (spread, 3 prefill + 3 decode, 6 GPUs per cluster) to the hub and
 #      sees 1 prefill + 1 decode + 1 router in every member, and status.clusters on the hub with
 #      every member reachable and healthy;
+#      1b. a real kvmesh-agent named by kvmesh.dev/member-agents for b: requests sent straight to
+#      it show up as b's measured request rate (kvmesh_hub_cluster_request_rate) and b's heat is
+#      fresh (the hub read the agent's inventory with its demand and roots);
 #   2. sees no write request reach any member over several passes of the unchanged world;
 #   3. scales the graph to 6 decode replicas: the loop writes the new shares on the graph change;
 #   4. member c is killed (by pid): status says c unreachable while its share is held, then, after
@@ -70,6 +73,40 @@ wait_for 20 "1/1/1 in every member" all_spread
 wait_for 10 "status.clusters reachable and healthy" status_ok \
   'len(c) == 3 and all(x["reachable"] and x["healthy"] and x["decode"]["replicas"] == 1 and "error" not in x for x in c.values()) and c["b"]["region"] == "eu-west"'
 for n in a b c; do echo "$n: $(deployments "$n")"; done
+
+echo "== 1b. heat from a real kvmesh-agent (kvmesh.dev/member-agents) for member b"
+AGENT=$BIN/agent/kvmesh-agent
+[ -x "$AGENT" ] || fail "$AGENT not built"
+KVMESH_CACHE_DIR="$WORK/cache" "$AGENT" --role aggregated --model builtin:tiny --host 127.0.0.1 --port 0 \
+  --ready-file "$WORK/agent.ready" --engine.kv-cache-mib 8 >"$WORK/agent.log" 2>&1 &
+PID[agent]=$!
+for _ in $(seq 600); do [ -s "$WORK/agent.ready" ] && break; kill -0 "${PID[agent]}" || break; sleep 0.1; done
+[ -s "$WORK/agent.ready" ] || { tail -20 "$WORK/agent.log"; fail "the agent did not become ready"; }
+agent_url=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["http"])' "$WORK/agent.ready")
+K hub annotate inferencegraph chat "kvmesh.dev/member-agents=b=$agent_url" >/dev/null || fail "annotate graph"
+wait_for 10 "b's heat read from its agent" status_ok \
+  'c["b"]["heat"] in ("warming", "fresh") and "heatError" not in c["b"] and c["a"]["heat"] == "none"'
+operator_port=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["port"])' "$WORK/operator.ready")
+# b's request rate on the operator's /metrics: NaN until a pass measures one.
+b_rate() {
+  curl -fsS "http://127.0.0.1:$operator_port/metrics" |
+    sed -n 's/^kvmesh_hub_cluster_request_rate{graph="default\/chat",cluster="b"} //p'
+}
+# Requests straight to the agent (no router), until the hub has measured a rate above 0.
+rate=""
+for i in $(seq 50); do
+  curl -fsS "$agent_url/v1/completions" -H 'Content-Type: application/json' \
+    -d "{\"model\":\"tiny\",\"prompt\":\"You are a helpful assistant for the hub test. Question $i?\",\"max_tokens\":2}" \
+    >/dev/null || fail "completion through the agent"
+  rate=$(b_rate)
+  "$PY" -c 'import sys; sys.exit(0 if float(sys.argv[1]) > 0 else 1)' "${rate:-nan}" && break
+  sleep 0.2
+done
+"$PY" -c 'import sys; sys.exit(0 if float(sys.argv[1]) > 0 else 1)' "${rate:-nan}" \
+  || fail "the hub measured no request rate for b from its agent (last: '${rate}')"
+echo "b: $rate requests/s measured from its agent"
+wait_for 5 "b fresh, a and c without heat" status_ok \
+  'c["b"]["heat"] == "fresh" and "heatError" not in c["b"] and c["a"]["heat"] == "none" and c["c"]["heat"] == "none"'
 
 echo "== 2. unchanged: no write reaches a member"
 # Let the pass that records "unchanged" in status go by, then count over three more passes.

@@ -1,6 +1,7 @@
 #include "operator/placement/hub_controller.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "common/log.h"
 #include "operator/controller/finalizer.h"
@@ -127,6 +128,11 @@ HubController::HubController(kube::KubeClient* hub, HubControllerOptions options
   if (passes.ok()) passes_total_ = *passes;
   if (healthy.ok()) healthy_ = *healthy;
   if (share.ok()) share_ = *share;
+  auto rate = r.AddGauge("kvmesh_hub_cluster_request_rate",
+                         "Requests/s at a member cluster as its router or agents report them (the demand placed "
+                         "by); NaN while the member's heat is unknown, warming or not configured",
+                         {"graph", "cluster"});
+  if (rate.ok()) request_rate_ = *rate;
   auto abandoned = r.AddCounter("kvmesh_hub_members_abandoned_total",
                                 "Member clusters the hub stopped cleaning after --hub.unhealthy-after (graph deleted, or "
                                 "the cluster dropped from its spec): their kvmesh objects stay there",
@@ -328,6 +334,12 @@ StatusOr<HubPassResult> HubController::SyncGraph(const json& graph_object) {
     }
     auto h = result.heat.find(m.cluster);
     e["heat"] = HeatStateName(h == result.heat.end() ? HeatState::kNone : h->second.state);
+    if (request_rate_ != nullptr && spec_of.count(m.cluster) != 0) {
+      const bool known = h != result.heat.end() && h->second.has_rates &&
+                         (h->second.state == HeatState::kFresh || h->second.state == HeatState::kStale);
+      request_rate_->WithLabels({key, m.cluster})
+          .Set(known ? h->second.request_rate : std::numeric_limits<double>::quiet_NaN());
+    }
     if (h != result.heat.end() && !h->second.error.empty()) e["heatError"] = h->second.error;
     clusters.push_back(std::move(e));
   }

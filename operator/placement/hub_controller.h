@@ -143,6 +143,7 @@ class HubController {
   CounterFamily* passes_total_ = nullptr;
   GaugeFamily* healthy_ = nullptr;
   GaugeFamily* share_ = nullptr;
+  GaugeFamily* request_rate_ = nullptr;
   CounterFamily* abandoned_total_ = nullptr;
 
   std::unique_ptr<kube::Informer> informer_;

@@ -475,6 +475,8 @@ TEST_F(HubControllerTest, AgentHeatStandsInForAMemberWithoutARouter) {
   CreateGraph("cache-locality", 2, 6, "a=" + ra.url(), "b=" + b0.url() + ",b=" + b1.url() + ",a=" + b0.url());
   auto hub = Controller();
   Pass(*hub);
+  EXPECT_NE(metrics_.Render().find("kvmesh_hub_cluster_request_rate{graph=\"default/chat\",cluster=\"b\"} NaN\n"),
+            std::string::npos) << "one sample: warming, no rate yet";
   // 30 s: 10 req/s through a's router; 5 req/s on each of b's agents.
   ra.Serve(300, 3000, 1000, 150);
   ra.SetRoots(json::array({RootsEntry(301, doc)}));
@@ -489,6 +491,8 @@ TEST_F(HubControllerTest, AgentHeatStandsInForAMemberWithoutARouter) {
   ASSERT_EQ(r.heat["b"].state, HeatState::kFresh) << r.heat["b"].error;
   EXPECT_NEAR(r.heat["b"].request_rate, 10, 1e-9);
   EXPECT_NEAR(r.heat["b"].roots.at(doc[0]).rate, 10, 1e-9);
+  EXPECT_NE(metrics_.Render().find("kvmesh_hub_cluster_request_rate{graph=\"default/chat\",cluster=\"b\"} 10\n"),
+            std::string::npos) << metrics_.Render();
   const PrefixDecision* d = nullptr;
   for (const PrefixDecision& x : r.placement.prefixes) {
     if (x.root == name && x.action == PrefixAction::kReplicate) d = &x;
