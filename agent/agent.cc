@@ -401,7 +401,7 @@ http::HttpResponse Agent::HandleInventory(const http::HttpRequest&) {
                                         {"num_blocks_used", s.used},
                                         {"hashes", s.hashes}}})},
   };
-  // Heat for the placement hub (docs/placement.md, "Heat from agents"): the hottest prefix roots
+  // Heat for the placement hub (docs/placement.md, "Heat from the members' agents"): the hottest roots
   // of the requests prefilled here and the counters of those requests. Counters only grow.
   nlohmann::json roots = nlohmann::json::array();
   for (const kv::PrefixRoots::Root& r : roots_.Top(kInventoryMaxRoots)) {
