@@ -3,6 +3,7 @@
 #include <chrono>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -189,8 +190,9 @@ void Agent::HandleCompletion(openai::ApiKind kind, const http::HttpRequest& req,
     kv::BlockHashOptions ho;
     ho.block_size = static_cast<uint32_t>(config_.engine.block_size);
     ho.cache_salt = r.cache_salt;
-    std::vector<uint32_t> u32(prompt->begin(), prompt->end());
-    if (auto h = kv::ComputeSequenceHashes(u32, ho); h.ok()) heat_hashes = std::move(*h);
+    // Token ids are non-negative, so their int32 bits are the uint32 ids the engine hashes.
+    std::span<const uint32_t> ids(reinterpret_cast<const uint32_t*>(prompt->data()), prompt->size());
+    if (auto h = kv::ComputeSequenceHashes(ids, ho); h.ok()) heat_hashes = std::move(*h);
   }
 
   engine::GenerateRequest g;

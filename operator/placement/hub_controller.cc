@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <limits>
+#include <set>
+#include <type_traits>
 
 #include "common/log.h"
 #include "operator/controller/finalizer.h"
@@ -20,6 +22,26 @@ std::string Annotation(const json& obj, const std::string& key) {
   if (a == md.end() || !a->is_object()) return "";
   auto v = a->find(key);
   return v != a->end() && v->is_string() ? v->get<std::string>() : "";
+}
+
+// The entries of a member-endpoint annotation (parsed by `parse`) for the clusters in the spec; a
+// malformed annotation is logged and read as empty.
+template <typename Parse>
+auto MemberEndpoints(const json& graph_object, const char* annotation, Parse parse,
+                     const std::set<std::string>& spec_clusters, const std::string& key) {
+  std::decay_t<decltype(*parse(std::string()))> out;
+  const std::string text = Annotation(graph_object, annotation);
+  if (text.empty()) return out;
+  auto parsed = parse(text);
+  if (!parsed.ok()) {
+    KVMESH_LOG_WARN(kComponent, "ignoring bad annotation", {"graph", key}, {"annotation", annotation},
+                    {"error", parsed.status().ToString()});
+    return out;
+  }
+  for (auto& [name, endpoint] : *parsed) {
+    if (spec_clusters.count(name) != 0) out[name] = std::move(endpoint);
+  }
+  return out;
 }
 
 bool IsMultiCluster(const json& obj) {
@@ -227,29 +249,9 @@ StatusOr<HubPassResult> HubController::SyncGraph(const json& graph_object) {
   }
 
   // 3. Heat and demand, then placement.
-  std::map<std::string, std::string> routers;
-  if (const std::string text = Annotation(graph_object, kMemberRoutersAnnotation); !text.empty()) {
-    auto parsed = ParseMemberRouters(text);
-    if (parsed.ok()) {
-      for (auto& [name, url] : *parsed) {
-        if (spec_clusters.count(name) != 0) routers[name] = url;
-      }
-    } else {
-      KVMESH_LOG_WARN(kComponent, "ignoring bad annotation", {"graph", key}, {"error", parsed.status().ToString()});
-    }
-  }
-  // Members without a kvmesh-router the hub can reach: their agents' inventories.
-  std::map<std::string, std::vector<std::string>> agents;
-  if (const std::string text = Annotation(graph_object, kMemberAgentsAnnotation); !text.empty()) {
-    auto parsed = ParseMemberAgents(text);
-    if (parsed.ok()) {
-      for (auto& [name, urls] : *parsed) {
-        if (spec_clusters.count(name) != 0) agents[name] = std::move(urls);
-      }
-    } else {
-      KVMESH_LOG_WARN(kComponent, "ignoring bad annotation", {"graph", key}, {"error", parsed.status().ToString()});
-    }
-  }
+  // Members without a kvmesh-router the hub can reach are read through their agents' inventories.
+  const auto routers = MemberEndpoints(graph_object, kMemberRoutersAnnotation, ParseMemberRouters, spec_clusters, key);
+  const auto agents = MemberEndpoints(graph_object, kMemberAgentsAnnotation, ParseMemberAgents, spec_clusters, key);
   result.heat = st.heat.Collect(routers, agents);
   PlacementInput input = InputFromGraph(og.graph);
   auto past_grace = [&](const std::string& cluster) {
@@ -335,8 +337,7 @@ StatusOr<HubPassResult> HubController::SyncGraph(const json& graph_object) {
     auto h = result.heat.find(m.cluster);
     e["heat"] = HeatStateName(h == result.heat.end() ? HeatState::kNone : h->second.state);
     if (request_rate_ != nullptr && spec_of.count(m.cluster) != 0) {
-      const bool known = h != result.heat.end() && h->second.has_rates &&
-                         (h->second.state == HeatState::kFresh || h->second.state == HeatState::kStale);
+      const bool known = h != result.heat.end() && h->second.RatesKnown();
       request_rate_->WithLabels({key, m.cluster})
           .Set(known ? h->second.request_rate : std::numeric_limits<double>::quiet_NaN());
     }

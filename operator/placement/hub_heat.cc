@@ -387,8 +387,7 @@ void HeatCollector::FillInput(const std::map<std::string, ClusterHeat>& heat, Pl
   std::map<std::string, RegionDemand> demand;
   for (const Cluster& c : input.clusters) {
     auto h = heat.find(c.name);
-    if (h == heat.end() || !h->second.has_rates) continue;
-    if (h->second.state != HeatState::kFresh && h->second.state != HeatState::kStale) continue;
+    if (h == heat.end() || !h->second.RatesKnown()) continue;
     RegionDemand& d = demand[region_of[c.name]];
     d.region = region_of[c.name];
     const double r = h->second.request_rate;
@@ -429,7 +428,7 @@ void HeatCollector::FillInput(const std::map<std::string, ClusterHeat>& heat, Pl
     auto h = heat.find(c.name);
     if (h == heat.end()) continue;
     const ClusterHeat& ch = h->second;
-    if (ch.state != HeatState::kFresh && ch.state != HeatState::kStale) continue;
+    if (!ch.Current()) continue;
     if (!ch.has_roots) continue;
     for (const auto& [root, r] : ch.roots) {
       if (!r.has_rate || r.rate <= 0 || r.blocks.empty()) continue;
@@ -461,7 +460,7 @@ void HeatCollector::FillInput(const std::map<std::string, ClusterHeat>& heat, Pl
     auto h = heat.find(c.name);
     if (h == heat.end()) continue;
     const ClusterHeat& ch = h->second;
-    if (ch.state != HeatState::kFresh && ch.state != HeatState::kStale) continue;
+    if (!ch.Current()) continue;
     if (ch.has_roots) continue;
     if (!ch.has_rates || ch.request_rate <= 0 || ch.cached_tokens_per_request <= 0 || ch.hashes.empty()) continue;
     PrefixHeat p;

@@ -95,6 +95,10 @@ const char* HeatStateName(HeatState s);  // "none" | "unknown" | "warming" | "fr
 // What one cluster's router told the hub (rates from the last two good samples).
 struct ClusterHeat {
   HeatState state = HeatState::kNone;
+  // Fresh or stale: its sample is young enough to act on.
+  bool Current() const { return state == HeatState::kFresh || state == HeatState::kStale; }
+  // Current with request rates (a second sample came).
+  bool RatesKnown() const { return Current() && has_rates; }
   bool has_rates = false;
   double request_rate = 0;        // requests/s
   double mean_isl = 0;            // prompt tokens per request

@@ -171,10 +171,10 @@ PlacementScore Score(const Model& model, const std::vector<int32_t>& prefill,
   };
   std::vector<Load> load(n);
   const bool aggregated = model.aggregated();
-  // Prefill capacity of cluster c under load l. With a prefill pool, decode workers prefill only
-  // short or overflow prompts (kLocalPrefillShare of a replica each). Without one, every replica
-  // is an aggregated worker: it prefills at the full rate in the time its decode work leaves
-  // (1 - decode utilization, at least 1 - kSaturation).
+  // Prefill capacity of cluster c when its decode pool runs at utilization rho_d. With a prefill
+  // pool, decode workers prefill only short or overflow prompts (kLocalPrefillShare of a replica
+  // each). Without one, every replica is an aggregated worker: it prefills at the full rate in the
+  // time its decode work leaves (1 - rho_d, at least 1 - kSaturation).
   auto prefill_capacity = [&](int c, double rho_d) {
     if (aggregated) return decode[c] * (1 - std::min(rho_d, kSaturation)) * m.prefill_tokens_per_s;
     return (prefill[c] + kLocalPrefillShare * decode[c]) * m.prefill_tokens_per_s;
