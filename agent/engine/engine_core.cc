@@ -307,7 +307,71 @@ void EngineCore::AdmitImport(Sequence& seq) {
   importer_->StartImport(seq.req.id, need);
 }
 
+StatusOr<PinnedKv> EngineCore::PinCachedPrefix(std::span<const kv::BlockHash> hashes) {
+  if (hashes.empty()) return InvalidArgumentError("no block hashes to export");
+  const size_t k = pool_->PeekCachedPrefix(hashes);
+  if (k == 0) return NotFoundError("the first block of the prefix is not cached here");
+  PinnedKv pin;
+  pin.pin_id = next_pin_id_++;
+  pin.hashes.assign(hashes.begin(), hashes.begin() + static_cast<std::ptrdiff_t>(k));
+  for (kv::BlockHash h : pin.hashes) {
+    auto b = pool_->Lookup(h);
+    if (!b) KVMESH_BUG("engine", "a block of a cached prefix has no block");
+    pin.blocks.push_back(*b);
+  }
+  pool_->AddRef(pin.blocks);
+  pin.num_tokens = static_cast<int32_t>(k) * options_.block_size;
+  pinned_.emplace(pin.pin_id, pin);
+  return pin;
+}
+
+void EngineCore::ImportPrefix(const std::string& id, std::vector<kv::BlockHash> hashes, PrefixImportDone done) {
+  if (hashes.empty()) return done(InvalidArgumentError("no block hashes to import"), 0, 0);
+  if (!importer_) return done(FailedPreconditionError("engine has no KV importer"), 0, 0);
+  if (!options_.enable_prefix_caching) {
+    return done(FailedPreconditionError("prefix caching is off: imported blocks could not be reused"), 0, 0);
+  }
+  if (prefix_imports_.count(id) != 0 || seqs_.count(id) != 0 || abandoned_imports_.count(id) != 0) {
+    return done(InvalidArgumentError("import id '" + id + "' is in use"), 0, 0);
+  }
+  const size_t k = pool_->PeekCachedPrefix(hashes);
+  auto alloc = pool_->AllocateForSequence(std::span<const kv::BlockHash>(hashes).subspan(0, k), hashes.size() - k);
+  if (!alloc) {
+    return done(ResourceExhaustedError("not enough free KV blocks for " + std::to_string(hashes.size() - k) +
+                                       " imported blocks"),
+                0, 0);
+  }
+  PrefixImport imp;
+  imp.cached = static_cast<int32_t>(k);
+  imp.blocks = std::move(alloc->cached);
+  imp.blocks.insert(imp.blocks.end(), alloc->fresh.begin(), alloc->fresh.end());
+  imp.hashes = std::move(hashes);
+  imp.done = std::move(done);
+  std::vector<ImportBlock> need;
+  for (size_t j = k; j < imp.blocks.size(); ++j) need.push_back({static_cast<int32_t>(j), imp.blocks[j]});
+  prefix_imports_.emplace(id, std::move(imp));
+  if (need.empty()) return CompleteImport(id, Status::Ok());
+  importer_->StartImport(id, need);
+}
+
 void EngineCore::CompleteImport(const std::string& id, const Status& result) {
+  if (auto pi = prefix_imports_.find(id); pi != prefix_imports_.end()) {
+    PrefixImport imp = std::move(pi->second);
+    prefix_imports_.erase(pi);
+    int32_t imported = 0;
+    if (result.ok()) {
+      for (size_t j = static_cast<size_t>(imp.cached); j < imp.blocks.size(); ++j) {
+        std::optional<kv::BlockHash> parent;
+        if (j > 0) parent = imp.hashes[j - 1];
+        Status st = pool_->CommitBlock(imp.blocks[j], imp.hashes[j], parent, {});
+        if (!st.ok()) KVMESH_BUG("engine", "commit of an imported block failed: " + st.message());
+        ++imported;
+      }
+    }
+    pool_->Free(imp.blocks);  // in chain order: the tail is evicted first
+    imp.done(result.ok() ? Status::Ok() : result, imported, imp.cached);
+    return;
+  }
   if (auto ab = abandoned_imports_.find(id); ab != abandoned_imports_.end()) {
     if (!ab->second.empty()) pool_->Free(ab->second);
     abandoned_imports_.erase(ab);

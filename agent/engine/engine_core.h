@@ -120,7 +120,27 @@ class EngineCore {
   bool ReleasePinned(uint64_t pin_id);
   // Result of a KvImporter::StartImport. OK: the blocks hold the prompt's KV, decoding starts.
   // Error: recompute locally or fail, per the request. Unknown / cancelled ids are ignored.
+  // An id of ImportPrefix completes that prefix import instead.
   void CompleteImport(const std::string& id, const Status& result);
+
+  // Prefix copies between agents (docs/kv-transfer.md, "Prefix copies"), no request involved.
+  //
+  // Pins the blocks of the longest leading run of `hashes` cached in this pool for an export,
+  // like a kPrefillOnly result: ReleasePinned(pin_id) frees them; num_tokens covers the pinned
+  // blocks. NotFound when not even the first block is cached; InvalidArgument when `hashes` is
+  // empty.
+  StatusOr<PinnedKv> PinCachedPrefix(std::span<const kv::BlockHash> hashes);
+  // Fills this pool's prefix cache with a chain of full blocks held elsewhere: hashes[i] is the
+  // sequence hash of block i (its parent hashes[i - 1]). The leading blocks cached here already
+  // are kept (pinned meanwhile), fresh blocks for the rest are handed to the KvImporter under
+  // `id` (ImportBlock::index = the chain index), and when its CompleteImport arrives they are
+  // committed with their hashes (OK) or freed uncommitted (error); then all go back to the pool
+  // as cached, evictable blocks. `done(status, imported, already_cached)` runs exactly once, on
+  // this thread (at once when nothing needs importing or on an error here). Errors:
+  // InvalidArgument (empty chain, duplicate live id), FailedPrecondition (no importer, prefix
+  // caching off), ResourceExhausted (not enough free blocks now).
+  using PrefixImportDone = std::function<void(const Status&, int32_t imported, int32_t already_cached)>;
+  void ImportPrefix(const std::string& id, std::vector<kv::BlockHash> hashes, PrefixImportDone done);
 
   // Runs one iteration; returns the outputs it produced (possibly none).
   std::vector<RequestOutput> Step();
@@ -200,6 +220,13 @@ class EngineCore {
   // Blocks of cancelled requests whose import is still running, by request id; freed when the
   // importer's CompleteImport arrives (it may still write into them until then).
   std::unordered_map<std::string, std::vector<kv::BlockId>> abandoned_imports_;
+  struct PrefixImport {
+    std::vector<kv::BlockHash> hashes;
+    std::vector<kv::BlockId> blocks;  // one per hash, pinned
+    int32_t cached = 0;               // leading blocks that were cached here already
+    PrefixImportDone done;
+  };
+  std::unordered_map<std::string, PrefixImport> prefix_imports_;  // by import id
   std::vector<RequestOutput> pending_outputs_;  // produced outside Step (aborts, failures)
   uint64_t next_arrival_ = 0;
   uint64_t next_pin_id_ = 1;

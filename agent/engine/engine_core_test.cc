@@ -11,6 +11,7 @@
 
 #include "agent/engine/engine_test_util.h"
 #include "kernels/kv_cache_ops.h"
+#include "kv/block_hash.h"
 
 namespace kvmesh::engine {
 namespace {
@@ -255,6 +256,84 @@ TEST_F(EngineCoreTest, PrefillOnlyThenImportedDecodeMatchesAggregatedServing) {
   EXPECT_TRUE(prefill->ReleasePinned(pin.pin_id));
   EXPECT_FALSE(prefill->ReleasePinned(pin.pin_id));
   ExpectNoLeaks(*prefill);
+}
+
+// A prefix copy between two agents' pools (PinCachedPrefix on the source, ImportPrefix on the
+// target): the target then serves the prompt from the copied blocks with the same tokens.
+TEST_F(EngineCoreTest, PrefixCopiedFromAnotherPoolIsServedFromCache) {
+  auto source = MakeCore(Opts());
+  ASSERT_TRUE(source->AddRequest(Req("cold", 42, 6)).ok());
+  const auto cold = RunAll(*source)["cold"];
+  std::vector<uint32_t> ids;
+  for (int32_t t : Req("cold", 42, 6).prompt) ids.push_back(static_cast<uint32_t>(t));
+  kv::BlockHashOptions ho;
+  ho.block_size = 4;
+  auto hashes = kv::ComputeSequenceHashes(ids, ho);
+  ASSERT_TRUE(hashes.ok());
+  ASSERT_EQ(hashes->size(), 10u);
+
+  // Unknown chains are refused; a chain with an uncached tail pins only its cached head.
+  EXPECT_EQ(source->PinCachedPrefix({}).status().code(), StatusCode::kInvalidArgument);
+  const std::vector<kv::BlockHash> unknown = {0x1234};
+  EXPECT_EQ(source->PinCachedPrefix(unknown).status().code(), StatusCode::kNotFound);
+  std::vector<kv::BlockHash> longer = *hashes;
+  longer.push_back(0x5678);
+  auto pin = source->PinCachedPrefix(longer);
+  ASSERT_TRUE(pin.ok()) << pin.status().ToString();
+  EXPECT_EQ(pin->blocks.size(), 10u);
+  EXPECT_EQ(pin->num_tokens, 40);
+  EXPECT_EQ(pin->hashes, *hashes);
+  EXPECT_EQ(source->block_pool().num_blocks_used(), 10u);
+
+  for (bool fail : {false, true}) {
+    SCOPED_TRACE(fail);
+    CopyImporter imp;
+    auto target = MakeCore(Opts(), &imp);
+    imp.source = source.get();
+    imp.target = target.get();
+    imp.source_blocks = pin->blocks;
+    // The target already holds the first 5 blocks (a shorter prompt with the same head).
+    ASSERT_TRUE(target->AddRequest(Req("head", 22, 2)).ok());
+    RunAll(*target);
+    int calls = 0;
+    Status result;
+    int32_t imported = -1, already = -1;
+    target->ImportPrefix("copy", *hashes, [&](const Status& st, int32_t n, int32_t c) {
+      ++calls;
+      result = st;
+      imported = n;
+      already = c;
+    });
+    ASSERT_EQ(imp.started.size(), 1u);
+    EXPECT_EQ(calls, 0);
+    EXPECT_EQ(target->block_pool().num_blocks_used(), 10u);  // pinned while the copy runs
+    // The same id cannot start a second import meanwhile.
+    Status dup;
+    target->ImportPrefix("copy", *hashes, [&](const Status& st, int32_t, int32_t) { dup = st; });
+    EXPECT_EQ(dup.code(), StatusCode::kInvalidArgument);
+    target->CompleteImport("copy", fail ? UnavailableError("peer died") : Status::Ok());
+    ASSERT_EQ(calls, 1);
+    EXPECT_EQ(result.ok(), !fail);
+    EXPECT_EQ(imported, fail ? 0 : 5);
+    EXPECT_EQ(already, 5);
+    ExpectNoLeaks(*target);
+    ASSERT_TRUE(target->AddRequest(Req("warm", 42, 6)).ok());
+    const auto warm = RunAll(*target)["warm"];
+    EXPECT_EQ(warm.last.cached_tokens, fail ? 20 : 40);
+    EXPECT_EQ(warm.tokens, cold.tokens);
+    ExpectNoLeaks(*target);
+  }
+  EXPECT_TRUE(source->ReleasePinned(pin->pin_id));
+  ExpectNoLeaks(*source);
+
+  // Without room for the blocks nothing is pinned or started.
+  CopyImporter imp;
+  auto tiny = MakeCore(Opts(/*blocks=*/12), &imp);
+  Status st;
+  tiny->ImportPrefix("big", std::vector<kv::BlockHash>(13, 7), [&](const Status& s, int32_t, int32_t) { st = s; });
+  EXPECT_EQ(st.code(), StatusCode::kResourceExhausted);
+  EXPECT_TRUE(imp.started.empty());
+  ExpectNoLeaks(*tiny);
 }
 
 TEST_F(EngineCoreTest, ImportFailureCanFailTheRequest) {
