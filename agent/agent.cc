@@ -177,6 +177,11 @@ void Agent::RegisterRoutes() {
   http_->Route("POST", "/v1/kv/leases/release", [this](const http::HttpRequest& r) { return HandleLeaseRelease(r); });
   http_->Route("POST", "/v1/kv/leases/claim", [this](const http::HttpRequest& r) { return HandleLeaseClaim(r); });
   http_->Route("GET", "/v1/kv/inventory", [this](const http::HttpRequest& r) { return HandleInventory(r); });
+  http_->Route("POST", "/v1/kv/export", [this](const http::HttpRequest& r) { return HandleKvExport(r); });
+  http_->RouteAsync("POST", "/v1/kv/import",
+                    [this](const http::HttpRequest& r, std::shared_ptr<http::Responder> resp) {
+                      HandleKvImport(r, std::move(resp));
+                    });
   http_->RouteAsync("POST", "/v1/completions",
                     [this](const http::HttpRequest& r, std::shared_ptr<http::Responder> resp) {
                       HandleCompletion(openai::ApiKind::kCompletion, r, std::move(resp));
@@ -356,6 +361,7 @@ http::HttpResponse Agent::HandleLeaseClaim(const http::HttpRequest& req) {
   nlohmann::json j = {{"lease_id", lease_id},
                       {"block_ids", it->second.blocks},
                       {"num_tokens", it->second.num_tokens},
+                      {"hashes", it->second.hashes},
                       {"block_size", config_.engine.block_size},
                       {"lease_expiry_unix_ms", lease->expiry_unix_ms}};
   return http::JsonResponse(200, j.dump());

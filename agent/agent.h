@@ -83,6 +83,10 @@ class Agent {
   };
   StatusOr<LeaseRequest> ParseLeaseRequest(const http::HttpRequest& req) const;
   http::HttpResponse HandleInventory(const http::HttpRequest& req);
+  // Prefix copies (prefix_copy.cc).
+  http::HttpResponse HandleKvExport(const http::HttpRequest& req);
+  void HandleKvImport(const http::HttpRequest& req, std::shared_ptr<http::Responder> responder);
+  size_t MaxChainBlocks() const;  // longest hash chain an export or import accepts
   http::HttpResponse HandleMetrics(const http::HttpRequest& req);
   http::HttpResponse HandleModels(const http::HttpRequest& req);
   void LeaseLoop();

@@ -72,6 +72,9 @@ StatusOr<AgentMetrics> AgentMetrics::Register(MetricsRegistry& r) {
   KVMESH_ASSIGN_OR_RETURN(m.lease_expiries, counter("kvmesh_agent_kv_lease_expiries_total",
       "KV leases that expired unclaimed (their blocks were freed)"));
   KVMESH_ASSIGN_OR_RETURN(m.leases_active, gauge("kvmesh_agent_kv_leases_active", "KV leases held now"));
+  KVMESH_ASSIGN_OR_RETURN(m.prefix_copies, r.AddCounter("kvmesh_agent_kv_prefix_copies_total",
+      "Prefix copies between agents (POST /v1/kv/export and /v1/kv/import), by side and result",
+      {"side", "result"}));
   KVMESH_ASSIGN_OR_RETURN(m.events_published, counter("kvmesh_agent_kv_events_published_total",
       "KV events published on the ZMQ PUB socket"));
   KVMESH_ASSIGN_OR_RETURN(m.event_batches_published, counter("kvmesh_agent_kv_event_batches_published_total",

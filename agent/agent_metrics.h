@@ -36,6 +36,7 @@ struct AgentMetrics {
   Counter* leases_released = nullptr;
   Counter* lease_expiries = nullptr;
   Gauge* leases_active = nullptr;
+  CounterFamily* prefix_copies = nullptr;       // {side = export|import, result = ok|error}
   Counter* events_published = nullptr;
   Counter* event_batches_published = nullptr;
   Counter* event_replay_requests = nullptr;

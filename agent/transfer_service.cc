@@ -55,9 +55,10 @@ StatusOr<transfer::TransferInfo> TransferService::LocalInfo(const std::string& a
   return info;
 }
 
-void TransferService::ExpectHandle(const std::string& request_id, transfer::TransferHandle handle) {
+void TransferService::ExpectHandle(const std::string& request_id, transfer::TransferHandle handle,
+                                   std::vector<uint64_t> chain) {
   std::lock_guard<std::mutex> lock(mu_);
-  handles_[request_id] = std::move(handle);
+  handles_[request_id] = Expected{std::move(handle), std::move(chain)};
 }
 
 void TransferService::Forget(const std::string& request_id) {
@@ -155,7 +156,7 @@ void TransferService::ReleaseLease(const transfer::TransferHandle& h, uint64_t b
 }
 
 void TransferService::Begin(Job job) {
-  std::optional<transfer::TransferHandle> found;
+  std::optional<Expected> found;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (auto it = handles_.find(job.request_id); it != handles_.end()) {
@@ -167,7 +168,8 @@ void TransferService::Begin(Job job) {
     Fail(job.request_id, "handle", InvalidArgumentError("no transfer handle for request " + job.request_id));
     return;
   }
-  transfer::TransferHandle h = std::move(*found);
+  transfer::TransferHandle h = std::move(found->handle);
+  const std::vector<uint64_t> chain = std::move(found->chain);
   if (h.block_size != options_.local_layout.block_size) {
     ReleaseLease(h);
     Fail(job.request_id, "layout",
@@ -197,7 +199,7 @@ void TransferService::Begin(Job job) {
     Fail(job.request_id, layout ? "layout" : "handshake", peer.status());
     return;
   }
-  if (Status claimed = Claim(h); !claimed.ok()) {
+  if (Status claimed = Claim(h, chain); !claimed.ok()) {
     Fail(job.request_id, "lease", claimed);
     return;
   }
@@ -210,7 +212,7 @@ void TransferService::Begin(Job job) {
   }
 }
 
-Status TransferService::Claim(const transfer::TransferHandle& h) {
+Status TransferService::Claim(const transfer::TransferHandle& h, const std::vector<uint64_t>& chain) {
   http::HttpClientOptions copts;
   copts.connect_timeout = std::min<std::chrono::milliseconds>(options_.timeout, std::chrono::milliseconds(2000));
   copts.read_timeout = options_.timeout;
@@ -236,6 +238,20 @@ Status TransferService::Claim(const transfer::TransferHandle& h) {
   if (ids != h.block_ids || j["num_tokens"].get<int64_t>() != h.num_tokens) {
     return InvalidArgumentError("handle does not match lease " + std::to_string(h.lease_id) +
                                 ": block ids or token count differ (forged or stale handle)");
+  }
+  if (!chain.empty()) {
+    std::vector<uint64_t> hashes;
+    if (auto hs = j.find("hashes"); hs != j.end() && hs->is_array()) {
+      for (const auto& v : *hs) {
+        if (!v.is_number_unsigned()) return UnavailableError("claim answer: hash is not an unsigned integer");
+        hashes.push_back(v.get<uint64_t>());
+      }
+    }
+    if (hashes != chain) {
+      ReleaseLease(h);  // claimed just now, and nobody pulls a prefix under another chain's name
+      return InvalidArgumentError("lease " + std::to_string(h.lease_id) +
+                                  " does not hold the requested prefix: its block hashes differ");
+    }
   }
   return Status::Ok();
 }

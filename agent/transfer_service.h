@@ -12,7 +12,7 @@
 //  3. claims the lease (POST <peer>/v1/kv/leases/claim): the peer answers with the block ids it
 //     really pinned for that lease and keeps them pinned for the pull; a handle whose ids,
 //     token count or block size differ from the lease's is forged or stale and is rejected before
-//     any byte moves,
+//     any byte moves (for a prefix copy, also one whose block hashes differ from the lease's),
 //  4. posts one read of the needed blocks (remote = handle.block_ids[index], local = engine block),
 //  5. on completion releases the lease (POST <peer>/v1/kv/leases/release, best effort) and calls
 //     Engine::CompleteImport(id, status).
@@ -71,7 +71,10 @@ class TransferService final : public engine::KvImporter {
   // What GET /v1/kv/transfer_info returns for this agent.
   StatusOr<transfer::TransferInfo> LocalInfo(const std::string& agent_id) const;
 
-  void ExpectHandle(const std::string& request_id, transfer::TransferHandle handle);
+  // `chain` (optional): the block hashes the peer's pinned blocks must hold (a prefix copy,
+  // docs/kv-transfer.md); the claim then fails unless the peer's lease lists exactly these.
+  void ExpectHandle(const std::string& request_id, transfer::TransferHandle handle,
+                    std::vector<uint64_t> chain = {});
   void Forget(const std::string& request_id);
   void StartImport(const std::string& request_id, std::span<const engine::ImportBlock> blocks) override;
 
@@ -115,7 +118,7 @@ class TransferService final : public engine::KvImporter {
   void Loop();
   void Begin(Job job);
   void Post(Parked p);
-  Status Claim(const transfer::TransferHandle& h);
+  Status Claim(const transfer::TransferHandle& h, const std::vector<uint64_t>& chain);
   void Finish(Active& a);
   StatusOr<transfer::PeerId> PeerFor(const transfer::TransferHandle& h);
   void DropPeer(const std::string& peer_url);
@@ -132,7 +135,11 @@ class TransferService final : public engine::KvImporter {
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::unordered_map<std::string, transfer::TransferHandle> handles_;  // guarded by mu_
+  struct Expected {
+    transfer::TransferHandle handle;
+    std::vector<uint64_t> chain;
+  };
+  std::unordered_map<std::string, Expected> handles_;  // guarded by mu_
   std::deque<Job> jobs_;                                                 // guarded by mu_
   bool stopping_ = false;                                                // guarded by mu_
   size_t pending_ = 0;                                                   // guarded by mu_
