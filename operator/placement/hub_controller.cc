@@ -15,6 +15,7 @@ namespace {
 using json = nlohmann::json;
 using SteadyTime = std::chrono::steady_clock::time_point;
 constexpr char kComponent[] = "hub";
+constexpr int kMaxCopiesPerPass = 4;  // bounds the time a pass spends copying
 
 std::string Annotation(const json& obj, const std::string& key) {
   const json& md = obj.value("metadata", json::object());
@@ -121,12 +122,18 @@ Status HubConfig::Validate() const {
     return InvalidArgumentError("hub.kv_bytes_per_token: must be > 0, got " + std::to_string(kv_bytes_per_token));
   }
   if (fabric_domain_key.empty()) return InvalidArgumentError("hub.fabric_domain_key: must not be empty");
+  if (copy_interval.count() < 0) return InvalidArgumentError("hub.copy_interval: must be >= 0");
+  if (copy_timeout.count() <= 0) return InvalidArgumentError("hub.copy_timeout: must be > 0");
   return Status::Ok();
 }
 
 struct HubController::GraphState {
-  explicit GraphState(HeatCollectorOptions o) : heat(std::move(o)) {}
+  GraphState(HeatCollectorOptions o, std::chrono::milliseconds timeout, std::chrono::milliseconds copy_timeout)
+      : heat(std::move(o)), copier(timeout, copy_timeout) {}
   HeatCollector heat;
+  PrefixCopier copier;
+  std::map<std::pair<std::string, std::string>, SteadyTime> copied_at;  // (root, target) -> last try
+  std::map<std::string, json> last_copy;  // target cluster -> status.clusters[].lastPrefixCopy
   std::map<std::string, SteadyTime> unreachable_since;  // cluster -> first failed sync of this run
   std::map<std::string, std::string> unreachable_since_text;  // the same as RFC 3339 (status)
 };
@@ -160,6 +167,63 @@ HubController::HubController(kube::KubeClient* hub, HubControllerOptions options
                                 "the cluster dropped from its spec): their kvmesh objects stay there",
                                 {"cluster"});
   if (abandoned.ok()) abandoned_total_ = *abandoned;
+  auto copies = r.AddCounter("kvmesh_hub_prefix_copies_total",
+                             "Prefix copies the hub ran for replicate decisions, by graph, target cluster and "
+                             "result (ok, error)",
+                             {"graph", "cluster", "result"});
+  if (copies.ok()) copies_total_ = *copies;
+  auto bytes = r.AddCounter("kvmesh_hub_prefix_copy_bytes_total",
+                            "KV bytes pulled into a target cluster by the hub's prefix copies", {"graph", "cluster"});
+  if (bytes.ok()) copy_bytes_total_ = *bytes;
+}
+
+void HubController::CopyPrefixes(const std::string& key, const PlacementInput& input,
+                                 const std::map<std::string, std::vector<std::string>>& agents, GraphState& st,
+                                 SteadyTime now, HubPassResult& result) {
+  if (options_.config.copy_interval.count() == 0) return;
+  std::map<std::string, const PrefixHeat*> heat_of;
+  for (const PrefixHeat& h : input.heat) heat_of[h.root] = &h;
+  auto agents_of = [&](const std::string& cluster) {
+    auto a = agents.find(cluster);
+    return a != agents.end() ? a->second : std::vector<std::string>();
+  };
+  int tried = 0;
+  for (const PrefixDecision& d : result.placement.prefixes) {
+    if (d.action != PrefixAction::kReplicate || tried >= kMaxCopiesPerPass) continue;
+    auto h = heat_of.find(d.root);
+    if (h == heat_of.end() || h->second->blocks.empty()) continue;  // a cache family: no chain to name
+    auto last = st.copied_at.find({d.root, d.target});
+    if (last != st.copied_at.end() && now - last->second < options_.config.copy_interval) continue;
+    st.copied_at[{d.root, d.target}] = now;
+    ++tried;
+    HubPassResult::Copy c{d.root, d.source, d.target, st.copier.Copy(h->second->blocks, agents_of(d.source),
+                                                                      agents_of(d.target))};
+    const PrefixCopyResult& r = c.result;
+    if (r.ok) {
+      KVMESH_LOG_INFO(kComponent, "prefix copied", {"graph", key}, {"root", d.root}, {"from", d.source},
+                      {"to", d.target}, {"imported_blocks", std::to_string(r.imported_blocks)},
+                      {"already_cached_blocks", std::to_string(r.already_cached_blocks)},
+                      {"bytes", std::to_string(r.bytes)});
+    } else {
+      KVMESH_LOG_WARN(kComponent, "prefix copy failed", {"graph", key}, {"root", d.root}, {"from", d.source},
+                      {"to", d.target}, {"error", r.error});
+    }
+    if (copies_total_ != nullptr) copies_total_->WithLabels({key, d.target, r.ok ? "ok" : "error"}).Inc();
+    if (copy_bytes_total_ != nullptr && r.bytes > 0) {
+      copy_bytes_total_->WithLabels({key, d.target}).Inc(static_cast<double>(r.bytes));
+    }
+    json entry = {{"root", d.root},
+                  {"source", d.source},
+                  {"time", controller::FormatRfc3339(std::chrono::system_clock::now())},
+                  {"result", r.ok ? "ok" : "error"},
+                  {"exportedBlocks", r.exported_blocks},
+                  {"importedBlocks", r.imported_blocks},
+                  {"alreadyCachedBlocks", r.already_cached_blocks},
+                  {"bytes", r.bytes}};
+    if (!r.ok) entry["error"] = r.error;
+    st.last_copy[d.target] = std::move(entry);
+    result.copies.push_back(std::move(c));
+  }
 }
 
 HubController::~HubController() { Stop(); }
@@ -189,7 +253,7 @@ StatusOr<HubPassResult> HubController::SyncGraph(const json& graph_object) {
     ho.router_api_key = options_.config.router_api_key;
     ho.kv_bytes_per_token = options_.config.kv_bytes_per_token;
     ho.clock = options_.clock;
-    slot = std::make_unique<GraphState>(ho);
+    slot = std::make_unique<GraphState>(ho, options_.config.member_timeout, options_.config.copy_timeout);
   }
   GraphState& st = *slot;
   const SteadyTime now = Now();
@@ -300,6 +364,9 @@ StatusOr<HubPassResult> HubController::SyncGraph(const json& graph_object) {
     return ps;
   }
 
+  // Copies for the replicate decisions, now that every pool has its place.
+  CopyPrefixes(key, input, agents, st, now, result);
+
   // Members dropped from the spec: cleaned (forgotten), still failing (kept, retried), or given up.
   std::vector<MemberStatus> dropped;
   for (const MemberStatus& m : result.members) {
@@ -342,6 +409,7 @@ StatusOr<HubPassResult> HubController::SyncGraph(const json& graph_object) {
           .Set(known ? h->second.request_rate : std::numeric_limits<double>::quiet_NaN());
     }
     if (h != result.heat.end() && !h->second.error.empty()) e["heatError"] = h->second.error;
+    if (auto lc = st.last_copy.find(m.cluster); lc != st.last_copy.end()) e["lastPrefixCopy"] = lc->second;
     clusters.push_back(std::move(e));
   }
   KVMESH_RETURN_IF_ERROR(WriteStatusClusters(graph_object, key, clusters, result));

@@ -7,7 +7,9 @@
 //      graph's policy; a member unreachable for --hub.unhealthy-after is placed healthy=false, so
 //      its share moves to the others;
 //   4. SyncMembers() (server-side apply; zero writes when every member already matches). When a
-//      member's grace period ends during this pass, placement and sync run again at once;
+//      member's grace period ends during this pass, placement and sync run again at once; then
+//      the `replicate` decisions are acted on: the root's KV is copied agent to agent
+//      (hub_prefix_copy.h), each (root, target) at most once per --hub.copy-interval;
 //   5. write status.clusters (merge patch of the /status subresource) only when it changed. Each
 //      entry records the member's kubeconfigSecret, so a cluster later dropped from the spec can
 //      still be reached to remove what the hub put there.
@@ -44,6 +46,7 @@
 #include "operator/kube/kube_client.h"
 #include "operator/kube/workqueue.h"
 #include "operator/placement/hub_heat.h"
+#include "operator/placement/hub_prefix_copy.h"
 #include "operator/placement/member_clusters.h"
 
 namespace kvmesh::placement {
@@ -61,6 +64,8 @@ struct HubConfig {
   double kv_bytes_per_token = 131072;
   std::string fabric_domain_key = kDefaultFabricDomainKey;
   bool require_fabric_affinity = false;
+  std::chrono::milliseconds copy_interval{300000};
+  std::chrono::milliseconds copy_timeout{30000};
   template <class V> void Visit(V& v) {
     v("enabled", enabled, "run the hub controller: place graphs with spec.placement.clusters into member clusters");
     v("interval", interval, "how often every multi-cluster graph is placed and synced again");
@@ -71,6 +76,9 @@ struct HubConfig {
     v("kv_bytes_per_token", kv_bytes_per_token, "KV cache bytes of one token (prices prefix copies)");
     v("fabric_domain_key", fabric_domain_key, "node label of the fabric domain prefill/decode pods share");
     v("require_fabric_affinity", require_fabric_affinity, "prefill pods require a decode pod in their fabric domain");
+    v("copy_interval", copy_interval,
+      "act on replicate decisions: copy a root into a cluster at most once per this interval (0 = never copy)");
+    v("copy_timeout", copy_timeout, "timeout of one prefix import (the target agent's pull of the copied blocks)");
   }
   Status Validate() const;
 };
@@ -96,6 +104,11 @@ struct HubPassResult {
   bool cleanup = false;  // a clean-up pass (graph deleted or no longer multi-cluster)
   bool finalizer_removed = false;  // the clean-up finished and kvmesh.dev/hub-members was dropped
   std::vector<std::string> abandoned;  // members given up on in this pass (past the grace period)
+  struct Copy {
+    std::string root, source, target;  // clusters
+    PrefixCopyResult result;
+  };
+  std::vector<Copy> copies;  // prefix copies tried in this pass (replicate decisions acted on)
 };
 
 class HubController {
@@ -128,6 +141,11 @@ class HubController {
                                   GraphState& st, HubPassResult result);
   void CountSync(const MemberStatus& m);
   void SetShare(const std::string& key, const MemberStatus& m);
+  // Acts on result.placement's replicate decisions (hub_prefix_copy.h): at most
+  // kMaxCopiesPerPass copies, each (root, target) at most once per --hub.copy-interval.
+  void CopyPrefixes(const std::string& key, const PlacementInput& input,
+                    const std::map<std::string, std::vector<std::string>>& agents, GraphState& st,
+                    std::chrono::steady_clock::time_point now, HubPassResult& result);
   // Merge-patches status.clusters when it differs (json() = remove it); NotFound is not an error.
   Status WriteStatusClusters(const nlohmann::json& graph_object, const std::string& key,
                              const nlohmann::json& clusters, HubPassResult& result);
@@ -145,6 +163,8 @@ class HubController {
   GaugeFamily* share_ = nullptr;
   GaugeFamily* request_rate_ = nullptr;
   CounterFamily* abandoned_total_ = nullptr;
+  CounterFamily* copies_total_ = nullptr;
+  CounterFamily* copy_bytes_total_ = nullptr;
 
   std::unique_ptr<kube::Informer> informer_;
   std::thread thread_;

@@ -42,6 +42,7 @@ class FakeSource {
     return gets_;
   }
   void Stop() { server_->Stop(std::chrono::milliseconds(0)); }
+  std::mutex& mu() { return mu_; }
 
  protected:
   // `extra` adds its fields to each inventory (called under mu_).
@@ -109,17 +110,63 @@ class FakeRouter : public FakeSource {
   CounterFamily* completion_;
 };
 
-// A kvmesh-agent: its inventory also carries "demand" (and "roots", empty until set).
+// A kvmesh-agent: its inventory also carries "demand" (and "roots", empty until set). Its
+// prefix-copy endpoints follow the agent's protocol (docs/kv-transfer.md) without moving KV: an
+// export answers for the leading run of the chain that its hashes hold, an import adds the
+// chain to its hashes (or fails while fail_imports is set); each request body is recorded.
 class FakeAgent : public FakeSource {
  public:
   FakeAgent() {
     SetRoots(json::array());
+    route_metrics_ = [this](http::HttpServer& server) {
+      server.Route("POST", "/v1/kv/export", [this](const http::HttpRequest& req) {
+        std::lock_guard<std::mutex> lock(mu_);
+        const json body = json::parse(req.body);
+        exports.push_back(body);
+        json held = json::array();
+        for (const json& h : body["hashes"]) {
+          if (std::find(held_.begin(), held_.end(), h.get<uint64_t>()) == held_.end()) break;
+          held.push_back(h);
+        }
+        if (held.empty()) return http::JsonErrorResponse(404, "not cached here", "invalid_request_error", "not_found");
+        json params = {{"peer_url", url()}, {"agent_id", "agent-" + url()}, {"lease_id", 7},
+                       {"num_tokens", 16 * held.size()}, {"block_size", 16}, {"first_token", 0}};
+        return http::JsonResponse(200, json{{"kv_transfer_params", params}, {"hashes", held}}.dump());
+      });
+      server.Route("POST", "/v1/kv/import", [this](const http::HttpRequest& req) {
+        std::lock_guard<std::mutex> lock(mu_);
+        const json body = json::parse(req.body);
+        imports.push_back(body);
+        if (fail_imports) return http::JsonErrorResponse(503, "peer died", "server_error", "unavailable");
+        int64_t n = 0;
+        for (const json& h : body["hashes"]) {
+          held_.push_back(h.get<uint64_t>());
+          ++n;
+        }
+        return http::JsonResponse(200, json{{"imported_blocks", n}, {"already_cached_blocks", 0}, {"bytes", n * 1000}}.dump());
+      });
+      server.Route("POST", "/v1/kv/leases/release", [this](const http::HttpRequest& req) {
+        std::lock_guard<std::mutex> lock(mu_);
+        releases.push_back(json::parse(req.body));
+        return http::JsonResponse(200, R"({"released":true})");
+      });
+    };
     Start([this](json& inv) {
       inv["agent_id"] = "agent";
       inv["demand"] = demand_;
+      if (!held_.empty()) inv["tiers"][0]["hashes"] = held_;
     });
   }
   ~FakeAgent() { Stop(); }  // before demand_ goes
+  // Blocks cached here (what the inventory lists and an export finds).
+  void Hold(const std::vector<uint64_t>& hashes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    held_ = hashes;
+  }
+  size_t num_exports() { std::lock_guard<std::mutex> lock(mu_); return exports.size(); }
+  size_t num_imports() { std::lock_guard<std::mutex> lock(mu_); return imports.size(); }
+  json exports = json::array(), imports = json::array(), releases = json::array();  // under mu_
+  bool fail_imports = false;                                                        // under mu_
   // `n` more requests prefilled here with these token counts each.
   void Serve(uint64_t n, uint64_t isl, uint64_t cached, uint64_t osl) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -132,6 +179,7 @@ class FakeAgent : public FakeSource {
 
  private:
   json demand_ = {{"requests", 0}, {"prompt_tokens", 0}, {"cached_tokens", 0}, {"completion_tokens", 0}};
+  std::vector<uint64_t> held_;
 };
 
 std::vector<uint64_t> Range(uint64_t from, uint64_t to) {
@@ -511,6 +559,93 @@ TEST_F(HubControllerTest, AgentHeatStandsInForAMemberWithoutARouter) {
   const json b = Entry(StatusClusters(), "b");
   EXPECT_EQ(b["heat"], "fresh");
   EXPECT_NE(b.value("heatError", "").find(b1.url()), std::string::npos) << b.dump();
+}
+
+// Acting on a replicate decision: the root's chain is exported by a's agent, imported by b's,
+// and the export's lease released; a failed copy is reported and retried only after
+// --hub.copy-interval; once b holds the root no copy is decided any more.
+TEST_F(HubControllerTest, ReplicateDecisionsCopyTheRootFromAgentToAgent) {
+  FakeAgent a0, b0;
+  const std::vector<uint64_t> doc = Range(0, 125);
+  a0.Hold(doc);
+  a0.SetRoots(json::array({RootsEntry(1, doc)}));
+  b0.SetRoots(json::array({RootsEntry(1, doc)}));
+  CreateGraph("cache-locality", 2, 6, "", "a=" + a0.url() + ",b=" + b0.url());
+  auto hub = Controller();
+  auto serve = [&](int passes_so_far) {  // 30 s more of 10 req/s on each side, all under doc's root
+    a0.Serve(300, 3000, 2000, 150);
+    b0.Serve(300, 3000, 0, 150);
+    a0.SetRoots(json::array({RootsEntry(301 * passes_so_far, doc)}));
+    b0.SetRoots(json::array({RootsEntry(301 * passes_so_far, doc)}));
+    clock_.Advance(seconds(30));
+  };
+  Pass(*hub);  // warming: no rates, no decisions, no copies
+  EXPECT_EQ(a0.num_exports(), 0u);
+
+  b0.fail_imports = true;
+  serve(1);
+  HubPassResult r = Pass(*hub);
+  ASSERT_EQ(r.copies.size(), 1u) << PlacementResultToJson(r.placement);
+  EXPECT_EQ(r.copies[0].source, "a");
+  EXPECT_EQ(r.copies[0].target, "b");
+  EXPECT_FALSE(r.copies[0].result.ok);
+  EXPECT_NE(r.copies[0].result.error.find("HTTP 503: peer died"), std::string::npos) << r.copies[0].result.error;
+  {
+    std::lock_guard<std::mutex> lock(a0.mu());
+    ASSERT_EQ(a0.exports.size(), 1u);
+    EXPECT_EQ(a0.exports[0]["hashes"], json(doc));
+    ASSERT_EQ(a0.releases.size(), 1u) << "the export's lease ends even when the import failed";
+    EXPECT_EQ(a0.releases[0]["lease_id"], 7);
+  }
+  json b = Entry(StatusClusters(), "b");
+  ASSERT_TRUE(b.contains("lastPrefixCopy")) << b.dump();
+  EXPECT_EQ(b["lastPrefixCopy"]["result"], "error");
+  EXPECT_EQ(b["lastPrefixCopy"]["source"], "a");
+  EXPECT_EQ(b["lastPrefixCopy"]["exportedBlocks"], 125);
+  EXPECT_NE(b["lastPrefixCopy"].value("error", "").find("peer died"), std::string::npos);
+  EXPECT_FALSE(Entry(StatusClusters(), "a").contains("lastPrefixCopy"));
+
+  // Inside the copy interval (300 s) the same copy is not tried again.
+  b0.fail_imports = false;
+  serve(2);
+  r = Pass(*hub);
+  EXPECT_TRUE(r.copies.empty());
+  EXPECT_EQ(a0.num_exports(), 1u);
+  for (int i = 3; i < 12; ++i) {  // 270 s more: 300 s after the first try
+    serve(i);
+    r = Pass(*hub);
+  }
+  ASSERT_EQ(r.copies.size(), 1u);
+  EXPECT_TRUE(r.copies[0].result.ok) << r.copies[0].result.error;
+  EXPECT_EQ(r.copies[0].result.source_agent, a0.url());
+  EXPECT_EQ(r.copies[0].result.target_agent, b0.url());
+  EXPECT_EQ(r.copies[0].result.imported_blocks, 125);
+  {
+    std::lock_guard<std::mutex> lock(b0.mu());
+    ASSERT_EQ(b0.imports.size(), 2u);
+    EXPECT_EQ(b0.imports[1]["hashes"], json(doc));
+    EXPECT_EQ(b0.imports[1]["kv_transfer_params"]["agent_id"], "agent-" + a0.url());
+  }
+  b = Entry(StatusClusters(), "b");
+  EXPECT_EQ(b["lastPrefixCopy"]["result"], "ok");
+  EXPECT_EQ(b["lastPrefixCopy"]["importedBlocks"], 125);
+  EXPECT_EQ(b["lastPrefixCopy"]["bytes"], 125000);
+  EXPECT_FALSE(b["lastPrefixCopy"].contains("error"));
+  const std::string m = metrics_.Render();
+  EXPECT_NE(m.find("kvmesh_hub_prefix_copies_total{graph=\"default/chat\",cluster=\"b\",result=\"ok\"} 1\n"),
+            std::string::npos) << m;
+  EXPECT_NE(m.find("kvmesh_hub_prefix_copies_total{graph=\"default/chat\",cluster=\"b\",result=\"error\"} 1\n"),
+            std::string::npos);
+  EXPECT_NE(m.find("kvmesh_hub_prefix_copy_bytes_total{graph=\"default/chat\",cluster=\"b\"} 125000\n"),
+            std::string::npos);
+
+  // b holds the root now (its inventory lists the chain): no copy is decided, even after the interval.
+  for (int i = 12; i < 24; ++i) {
+    serve(i);
+    r = Pass(*hub);
+    EXPECT_TRUE(r.copies.empty()) << PlacementResultToJson(r.placement);
+  }
+  EXPECT_EQ(a0.num_exports(), 2u);
 }
 
 // Clean-up (kvmesh.dev/hub-members): a deleted graph leaves nothing in its members.

@@ -452,6 +452,7 @@ void HeatCollector::FillInput(const std::map<std::string, ClusterHeat>& heat, Pl
     p.bytes = p.tokens * options_.kv_bytes_per_token;
     p.rate_by_region = std::move(a.rate_by_region);
     fill_cached(p, a.blocks);
+    p.blocks = std::move(a.blocks);
     input.heat.push_back(std::move(p));
   }
 

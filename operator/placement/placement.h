@@ -59,6 +59,9 @@ struct PrefixHeat {
   double bytes = 0;   // KV bytes of one full copy
   std::map<std::string, double> cached_bytes;    // cluster -> bytes of this root held there
   std::map<std::string, double> rate_by_region;  // region -> requests/s that start with this root
+  // The root's block hashes (its common prefix), when the heat came per root: what the hub copies
+  // for a `replicate` decision. Empty for a cluster-cache family (nothing to copy by name).
+  std::vector<uint64_t> blocks;
 };
 
 // What the planner asks for (today: spec.prefill/decode).

@@ -60,7 +60,7 @@ PlacementInput Clusters(std::vector<int32_t> caps) {
 
 PrefixHeat Root(const std::string& name, double tokens, std::map<std::string, double> cached_fraction,
                 std::map<std::string, double> rate) {
-  PrefixHeat h{name, tokens, tokens * kKvBytesPerToken, {}, std::move(rate)};
+  PrefixHeat h{name, tokens, tokens * kKvBytesPerToken, {}, std::move(rate), {}};
   for (const auto& [c, f] : cached_fraction) h.cached_bytes[c] = f * h.bytes;
   return h;
 }
