@@ -36,6 +36,7 @@
 #include "agent/engine/engine.h"
 #include "agent/kv_event_service.h"
 #include "agent/lease_manager.h"
+#include "agent/transfer/transfer_handle.h"
 #include "agent/transfer_service.h"
 #include "common/http_server.h"
 #include "common/openai_api.h"
@@ -87,6 +88,9 @@ class Agent {
   http::HttpResponse HandleKvExport(const http::HttpRequest& req);
   void HandleKvImport(const http::HttpRequest& req, std::shared_ptr<http::Responder> responder);
   size_t MaxChainBlocks() const;  // longest hash chain an export or import accepts
+  // Records `pin` for lease claims, creates its lease and returns the handle a puller needs
+  // (a prefill result's or a prefix export's).
+  transfer::TransferHandle LeasePin(const engine::PinnedKv& pin, int32_t first_token);
   http::HttpResponse HandleMetrics(const http::HttpRequest& req);
   http::HttpResponse HandleModels(const http::HttpRequest& req);
   void LeaseLoop();

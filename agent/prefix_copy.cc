@@ -48,6 +48,25 @@ StatusOr<nlohmann::json> ParseObject(const std::string& text) {
 
 }  // namespace
 
+transfer::TransferHandle Agent::LeasePin(const engine::PinnedKv& pin, int32_t first_token) {
+  {
+    std::lock_guard<std::mutex> lock(pins_mu_);
+    pins_[pin.pin_id] = pin;
+  }
+  const Lease lease = leases_->Create(pin.pin_id, config_.transfer.lease_ttl);
+  metrics_.leases_created->Inc();
+  transfer::TransferHandle h;
+  h.peer_url = base_url();
+  h.agent_id = agent_id_;
+  h.lease_id = lease.lease_id;
+  h.lease_expiry_unix_ms = lease.expiry_unix_ms;
+  h.num_tokens = pin.num_tokens;
+  h.first_token = first_token;
+  h.block_size = static_cast<int32_t>(config_.engine.block_size);
+  h.block_ids.assign(pin.blocks.begin(), pin.blocks.end());
+  return h;
+}
+
 size_t Agent::MaxChainBlocks() const {
   return std::min<size_t>(transfer::kMaxHandleBlocks, static_cast<size_t>(engine_->cache_layout().num_blocks));
 }
@@ -76,28 +95,15 @@ http::HttpResponse Agent::HandleKvExport(const http::HttpRequest& req) {
   StatusOr<engine::PinnedKv> pinned = fut.get();
   if (!pinned.ok()) return fail(pinned.status());
   const engine::PinnedKv& pin = *pinned;
-  {
-    std::lock_guard<std::mutex> lock(pins_mu_);
-    pins_[pin.pin_id] = pin;
-  }
-  const Lease lease = leases_->Create(pin.pin_id, config_.transfer.lease_ttl);
-  metrics_.leases_created->Inc();
+  // No request behind a prefix export: first_token 0, which importers ignore.
+  const transfer::TransferHandle h = LeasePin(pin, /*first_token=*/0);
   metrics_.prefix_copies->WithLabels({"export", "ok"}).Inc();
-  transfer::TransferHandle h;
-  h.peer_url = base_url();
-  h.agent_id = agent_id_;
-  h.lease_id = lease.lease_id;
-  h.lease_expiry_unix_ms = lease.expiry_unix_ms;
-  h.num_tokens = pin.num_tokens;
-  h.first_token = 0;  // no request behind a prefix export; importers ignore it
-  h.block_size = static_cast<int32_t>(config_.engine.block_size);
-  h.block_ids.assign(pin.blocks.begin(), pin.blocks.end());
   nlohmann::json j = {{"kv_transfer_params", transfer::TransferHandleToJson(h)},
                       {"hashes", pin.hashes},
                       {"num_blocks", pin.blocks.size()},
                       {"block_bytes", engine_->cache_layout().block_bytes()}};
   KVMESH_LOG_INFO(kComponent, "prefix exported", {"blocks", std::to_string(pin.blocks.size())},
-                  {"lease", std::to_string(lease.lease_id)});
+                  {"lease", std::to_string(h.lease_id)});
   return http::JsonResponse(200, j.dump());
 }
 

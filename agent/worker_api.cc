@@ -330,28 +330,13 @@ void Agent::OnOutput(const std::shared_ptr<RequestState>& st, const engine::Requ
     result.prompt_token_ids = st->prompt;
   }
   if (st->prefill_only && out.pinned) {
-    const engine::PinnedKv& pin = *out.pinned;
-    {
-      std::lock_guard<std::mutex> lock(pins_mu_);
-      pins_[pin.pin_id] = pin;
-    }
-    const Lease lease = leases_->Create(pin.pin_id, config_.transfer.lease_ttl);
-    metrics_.leases_created->Inc();
-    transfer::TransferHandle h;
-    h.peer_url = base_url();
-    h.agent_id = agent_id_;
-    h.lease_id = lease.lease_id;
-    h.lease_expiry_unix_ms = lease.expiry_unix_ms;
-    h.num_tokens = pin.num_tokens;
-    h.first_token = st->tokens.empty() ? -1 : st->tokens.front();
-    h.block_size = static_cast<int32_t>(config_.engine.block_size);
-    h.block_ids.assign(pin.blocks.begin(), pin.blocks.end());
+    const transfer::TransferHandle h = LeasePin(*out.pinned, st->tokens.empty() ? -1 : st->tokens.front());
     nlohmann::json params = transfer::TransferHandleToJson(h);
     params["do_remote_prefill"] = true;
     params["do_remote_decode"] = false;
     if (!st->responder->Respond(http::JsonResponse(200, openai::RenderCompletion(st->render, result, usage, &params)))) {
       // The caller is gone: nobody will pull these blocks.
-      (void)leases_->Release(lease.lease_id);
+      (void)leases_->Release(h.lease_id);
     }
     return;
   }
