@@ -21,10 +21,9 @@ import random
 import statistics
 import sys
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-from agent_harness import Agent, workdir  # noqa: E402
+from agent_harness import Agent, stream_ttft, workdir  # noqa: E402
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--model", default="builtin:tiny")
@@ -42,18 +41,6 @@ def metric0(agent, name):
         return agent.metric(name)
     except KeyError:
         return 0.0
-
-
-def stream_ttft(url, body):
-    req = urllib.request.Request(url, data=json.dumps(dict(body, stream=True)).encode(),
-                                 headers={"Content-Type": "application/json"})
-    t0 = time.perf_counter()
-    with urllib.request.urlopen(req, timeout=600) as r:
-        first = None
-        for line in r:
-            if first is None and line.startswith(b"data: {"):
-                first = time.perf_counter() - t0
-        return first
 
 
 tmp = workdir()

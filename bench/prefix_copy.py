@@ -21,10 +21,9 @@ import random
 import statistics
 import sys
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-from agent_harness import Agent, workdir  # noqa: E402
+from agent_harness import Agent, stream_ttft, workdir  # noqa: E402
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--model", default="builtin:tiny")
@@ -39,18 +38,9 @@ words = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo li
          "oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu").split()
 
 
-def stream_ttft(agent, prompt):
-    body = {"model": agent.served, "prompt": prompt, "max_tokens": 4, "temperature": 0, "ignore_eos": True,
-            "stream": True}
-    req = urllib.request.Request(agent.url + "/v1/completions", data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"})
-    t0 = time.perf_counter()
-    with urllib.request.urlopen(req, timeout=600) as r:
-        first = None
-        for line in r:
-            if first is None and line.startswith(b"data: {"):
-                first = time.perf_counter() - t0
-        return first
+def ttft(agent, prompt):
+    return stream_ttft(agent.url + "/v1/completions", {"model": agent.served, "prompt": prompt, "max_tokens": 4,
+                                                       "temperature": 0, "ignore_eos": True})
 
 
 tmp = workdir()
@@ -92,9 +82,9 @@ try:
             "bytes": imp["bytes"],
             "copy_s": copy_s,
             "pull_s": imp["seconds"],
-            "ttft_cold": stream_ttft(C, prompt),
-            "ttft_after_copy": stream_ttft(T, prompt),
-            "ttft_source_warm": stream_ttft(S, prompt),
+            "ttft_cold": ttft(C, prompt),
+            "ttft_after_copy": ttft(T, prompt),
+            "ttft_source_warm": ttft(S, prompt),
         })
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
     med["copy_plus_ttft_vs_cold"] = (med["copy_s"] + med["ttft_after_copy"]) / med["ttft_cold"]

@@ -119,5 +119,18 @@ def wait_until(pred, timeout=10.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def stream_ttft(url, body, timeout=600):
+    """Sends body as a streaming request to url; returns the seconds until the first data event."""
+    req = urllib.request.Request(url, data=json.dumps(dict(body, stream=True)).encode(),
+                                 headers={"Content-Type": "application/json"})
+    t0 = time.perf_counter()
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        first = None
+        for line in r:
+            if first is None and line.startswith(b"data: {"):
+                first = time.perf_counter() - t0
+        return first
+
+
 def workdir():
     return tempfile.mkdtemp(prefix="kvmesh-agent-test-")

@@ -26,6 +26,7 @@ def cached_hashes(agent):
 
 tmp = workdir()
 agents = []
+X = None  # the agent killed with -9; its log is still printed on failure
 try:
     S = Agent("source", tmp, "--role", "aggregated", *FLAGS)
     agents.append(S)
@@ -123,7 +124,7 @@ try:
         assert agent.stop() == 0, f"{agent.name} exit code"
     agents = []
 except BaseException:
-    for agent in agents + ([X] if X not in agents and "X" in dir() else []):
+    for agent in agents + ([X] if X is not None and X not in agents else []):
         print(f"--- {agent.name} log ---\n{agent.tail()}", file=sys.stderr)
     raise
 finally:
