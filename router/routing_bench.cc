@@ -21,6 +21,9 @@
 // random conversation on its worker and (next batch) removes the previous one, and routes it with a
 // 20-100 us prediction (so predictions expire during queries). Their batches are reported; the
 // index is checked for sequence gaps and block accounting at the end.
+// Before and after the timed cases, `--stall_probe_ms` (default 1000; 0 = off) of a loop that
+// only reads the clock reports the machine's own stalls on this core (case "host_stalls"), the
+// same-run reference for the p99.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -71,6 +74,7 @@ struct Options {
   uint64_t seed = 1;
   uint32_t ingest_threads = 0;   // threads writing the index during the timed decisions
   std::string only;              // run only this case
+  int stall_probe_ms = 1000;     // host stall probe before and after the timed cases (0 = off)
 };
 
 struct Request {
@@ -129,6 +133,38 @@ RequestSpread SpreadByRequest(const std::vector<uint32_t>& ns, size_t requests) 
   return r;
 }
 
+// The machine's own stalls, as a loop that does nothing but read the clock on this core sees
+// them (no memory traffic): gaps between consecutive reads over 20 / 40 us, per second, and the
+// share of the time lost in them. On a shared VM these set a floor under any p99: a decision of
+// d us overlaps a gap with probability ~ rate * d.
+void PrintHostStalls(const char* when, int probe_ms) {
+  if (probe_ms <= 0) return;
+  const Clock::time_point start = Clock::now();
+  const Clock::time_point end = start + std::chrono::milliseconds(probe_ms);
+  Clock::time_point prev = start;
+  uint64_t over20 = 0, over40 = 0;
+  int64_t lost_ns = 0, longest_ns = 0;
+  for (;;) {
+    const Clock::time_point t = Clock::now();
+    const int64_t gap = std::chrono::duration_cast<std::chrono::nanoseconds>(t - prev).count();
+    prev = t;
+    if (gap > 20000) {
+      ++over20;
+      lost_ns += gap;
+      if (gap > 40000) ++over40;
+      longest_ns = std::max(longest_ns, gap);
+    }
+    if (t >= end) break;
+  }
+  const double secs = std::chrono::duration<double>(prev - start).count();
+  std::printf(
+      "{\"case\": \"host_stalls\", \"when\": \"%s\", \"probe_s\": %.2f, "
+      "\"gaps_over_20us_per_s\": %.0f, \"gaps_over_40us_per_s\": %.0f, "
+      "\"stalled_fraction\": %.4f, \"longest_gap_us\": %.1f}\n",
+      when, secs, over20 / secs, over40 / secs, lost_ns / 1e9 / secs, longest_ns / 1000.0);
+  std::fflush(stdout);
+}
+
 int Main(int argc, char** argv) {
   Options o;
   for (int i = 1; i < argc; ++i) {
@@ -150,11 +186,12 @@ int Main(int argc, char** argv) {
     else if (a == "--seed") o.seed = std::stoull(next());
     else if (a == "--only") o.only = next();
     else if (a == "--ingest_threads") o.ingest_threads = static_cast<uint32_t>(std::stoul(next()));
+    else if (a == "--stall_probe_ms") o.stall_probe_ms = std::stoi(next());
     else {
       std::fprintf(stderr,
                    "usage: %s [--workers N] [--prefill_workers N] [--prefixes N] "
                    "[--conversations N] [--requests N] [--predictions N] [--decisions N] [--seed N] "
-                   "[--ingest_threads N] "
+                   "[--ingest_threads N] [--stall_probe_ms N] "
                    "[--only kv/kvmesh|kv/dynamo|round_robin|random|least_loaded|...]\n",
                    argv[0]);
       return 2;
@@ -317,6 +354,7 @@ int Main(int argc, char** argv) {
 
   RouterDisaggregationConfig disagg;  // conditional, 64 tokens, queue 8
   std::vector<uint32_t> ns(o.decisions);
+  PrintHostStalls("before", o.stall_probe_ms);
   for (const Case& c : cases) {
     if (!o.only.empty() && o.only != c.name) continue;
     RouterRoutingConfig config;
@@ -391,6 +429,7 @@ int Main(int argc, char** argv) {
         spread.over_50us, spread.over_50us_fast);
     std::fflush(stdout);
   }
+  PrintHostStalls("after", o.stall_probe_ms);
 
   if (!writers.empty()) {
     stop_ingest.store(true);
