@@ -79,6 +79,19 @@ Status SimConfig::Validate() const {
       return InvalidArgumentError("payload_bytes_per_token must be finite and >= 0");
     }
   }
+  const size_t num_clusters = std::max<size_t>(clusters.size(), 1);
+  for (size_t k = 0; k < prefix_seeds.size(); ++k) {
+    const PrefixSeed& seed = prefix_seeds[k];
+    const std::string at = "prefix_seeds[" + std::to_string(k) + "]";
+    if (!(seed.at_s >= 0) || !std::isfinite(seed.at_s)) {
+      return InvalidArgumentError(at + ".at_s must be finite and >= 0");
+    }
+    if (seed.cluster >= num_clusters) return InvalidArgumentError(at + ".cluster is not a cluster");
+    if (seed.from_cluster != PrefixSeed::kNoSource && seed.from_cluster >= num_clusters) {
+      return InvalidArgumentError(at + ".from_cluster is not a cluster");
+    }
+    if (seed.hashes.empty()) return InvalidArgumentError(at + ".hashes is empty");
+  }
   if (scale && !(scale_interval_s > 0 && std::isfinite(scale_interval_s))) {
     return InvalidArgumentError("scale_interval_s must be > 0 when a scaling hook is set");
   }
@@ -167,7 +180,14 @@ Percentiles PercentilesOf(std::vector<double>& v) {
   return p;
 }
 
-enum class EventKind : uint8_t { kArrival, kStepEnd, kKvDelivery, kTransferDone, kScaleTick };
+enum class EventKind : uint8_t {
+  kArrival,
+  kStepEnd,
+  kKvDelivery,
+  kTransferDone,
+  kScaleTick,
+  kPrefixSeed,
+};
 
 struct Event {
   double t;
@@ -287,6 +307,13 @@ class Simulator {
   void OnTransferDone(uint32_t slot);
   void FlushEvents();
   void OnScaleTick();
+  void OnPrefixSeed(const PrefixSeed& seed);
+  void MarkDirty(Instance& in) {
+    if (!in.dirty) {
+      in.dirty = true;
+      dirty_.push_back(in.id);
+    }
+  }
   Status AddInstance(Pool* pool, uint32_t pool_index);
   void SetActive(Instance& in, bool active);
   void RemoveDrained();
@@ -563,6 +590,10 @@ void Simulator::PullArrival() {
 }
 
 void Simulator::Run() {
+  // Seeds first: one at the time of the first arrival applies before it.
+  for (uint32_t k = 0; k < config_.prefix_seeds.size(); ++k) {
+    Push(config_.prefix_seeds[k].at_s, EventKind::kPrefixSeed, k);
+  }
   PullArrival();
   while (!events_.empty()) {
     const Event e = events_.top();
@@ -591,6 +622,9 @@ void Simulator::Run() {
       case EventKind::kScaleTick:
         OnScaleTick();
         break;
+      case EventKind::kPrefixSeed:
+        OnPrefixSeed(config_.prefix_seeds[e.target]);
+        break;
     }
     FlushEvents();
     if (draining_ > 0) RemoveDrained();
@@ -614,6 +648,47 @@ void Simulator::FlushEvents() {
     }
   }
   dirty_.clear();
+}
+
+void Simulator::OnPrefixSeed(const PrefixSeed& seed) {
+  Instance* target = nullptr;
+  for (Instance& in : inst_) {
+    if (!in.removed && !in.draining && in.cluster == seed.cluster) {
+      target = &in;
+      break;
+    }
+  }
+  if (target == nullptr) {
+    ++res_.prefix_seeds_skipped;
+    return;
+  }
+  kv::BlockPool& pool = *target->blocks;
+  const std::span<const kv::BlockHash> chain(seed.hashes);
+  const size_t cached = pool.PeekCachedPrefix(chain);
+  auto alloc = pool.AllocateForSequence(chain.first(cached), chain.size() - cached);
+  if (!alloc) {
+    ++res_.prefix_seeds_skipped;
+    return;
+  }
+  for (size_t i = 0; i < alloc->fresh.size(); ++i) {
+    const size_t b = cached + i;
+    std::optional<kv::BlockHash> parent;
+    if (b > 0) parent = chain[b - 1];
+    const Status s = pool.CommitBlock(alloc->fresh[i], chain[b], parent, {});
+    if (!s.ok()) RecordBug("CommitBlock: " + s.ToString());
+  }
+  // Unpinned in chain order, so the chain's tail is evicted first, as after a request.
+  std::vector<kv::BlockId> all = std::move(alloc->cached);
+  all.insert(all.end(), alloc->fresh.begin(), alloc->fresh.end());
+  pool.Free(all);
+  if (!alloc->fresh.empty()) MarkDirty(*target);
+  ++res_.prefix_seeds_applied;
+  if (seed.from_cluster != PrefixSeed::kNoSource && seed.from_cluster != seed.cluster) {
+    const uint64_t bytes = target->pool->perf->KvBytes(uint64_t{alloc->fresh.size()} * config_.block_size);
+    res_.prefix_copy_blocks += alloc->fresh.size();
+    res_.prefix_copy_bytes += bytes;
+    res_.cross_cluster_bytes += bytes;
+  }
 }
 
 // ---- routing (the router's Choose + PlanPrefill + LoadGuard, router/router.cc) --------------
@@ -946,10 +1021,7 @@ void Simulator::CommitPromptBlocks(Instance& in, Req& q) {
   }
   if (full > q.committed) {
     q.committed = full;
-    if (!in.dirty) {
-      in.dirty = true;
-      dirty_.push_back(in.id);
-    }
+    MarkDirty(in);
   }
 }
 
@@ -1198,6 +1270,10 @@ std::string SimResultJson(const SimResult& r) {
       {"cross_cluster_bytes", r.cross_cluster_bytes},
       {"cross_cluster_kv_bytes", r.cross_cluster_kv_bytes},
       {"completed_by_cluster", r.completed_by_cluster},
+      {"prefix_seeds_applied", r.prefix_seeds_applied},
+      {"prefix_seeds_skipped", r.prefix_seeds_skipped},
+      {"prefix_copy_blocks", r.prefix_copy_blocks},
+      {"prefix_copy_bytes", r.prefix_copy_bytes},
       {"instances_added", r.instances_added},
       {"instances_removed", r.instances_removed},
       {"peak_instances", r.peak_instances},

@@ -37,6 +37,11 @@
 // instances; it shrinks by draining its most recently added instances: the router stops sending
 // them requests at once, what they hold finishes, then they are removed (no request is dropped).
 //
+// Prefix seeds (SimConfig::prefix_seeds): at a given simulated time a block chain is written into
+// the first live instance of a cluster as cached, evictable blocks (BlockStored reaches the index
+// like any other event): a cache that is warm at the start, or a prefix copy from another cluster
+// arriving (its KV bytes count as cross-cluster). Blocks already cached there are not copied again.
+//
 // Invariants: every request ends (finished, or rejected when every candidate is at the router's
 // max_inflight_per_worker or the prompt can never fit an instance's KV); at the end every block
 // pool has 0 used blocks and passes CheckInvariants() (SimResult::leaked_blocks, pool_errors).
@@ -51,6 +56,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "kv/block_hash.h"
 #include "router/router_config.h"
 #include "router/worker_registry.h"
 #include "sim/perf_model.h"
@@ -96,6 +102,17 @@ struct IntervalStats {
 // for a pool that is the last to serve decode).
 using ScaleFn = std::function<std::vector<uint32_t>(const IntervalStats&)>;
 
+// A block chain written into one instance of `cluster` at `at_s` (see "Prefix seeds" above).
+struct PrefixSeed {
+  double at_s = 0;
+  uint32_t cluster = 0;                 // index into SimConfig::clusters (0 when there are none)
+  std::vector<kv::BlockHash> hashes;    // the chain, from block 0
+  // The cluster the KV comes from: its bytes count as cross-cluster when it differs from
+  // `cluster`. kNoSource: no transfer (the cache was warm already).
+  static constexpr uint32_t kNoSource = UINT32_MAX;
+  uint32_t from_cluster = kNoSource;
+};
+
 struct SimConfig {
   std::vector<PoolConfig> pools;
   std::string link = "nvlink";       // LinkByName: between prefill and decode instances
@@ -123,6 +140,8 @@ struct SimConfig {
   // Remote prefill only on a prefill instance of the decode instance's cluster (a cluster's
   // router disaggregates locally); false = any prefill instance (cross-cluster KV transfers).
   bool cluster_local_prefill = true;
+  // Chains cached at the start or copied in during the run (empty = every cache starts cold).
+  std::vector<PrefixSeed> prefix_seeds;
 
   // ---- scaling (empty = fixed fleet) ----
   double scale_interval_s = 0;
@@ -172,6 +191,13 @@ struct SimResult {
   uint64_t cross_cluster_bytes = 0;  // remote payloads + KV moved between clusters
   uint64_t cross_cluster_kv_bytes = 0;  // of those, KV of cross-cluster disaggregated transfers
   std::vector<uint64_t> completed_by_cluster;  // per SimConfig::clusters entry
+  // Prefix seeds: applied (blocks written or already cached), skipped (no live instance in the
+  // cluster, or no room), and the blocks and KV bytes of the cross-cluster ones (the bytes are in
+  // cross_cluster_bytes too).
+  uint64_t prefix_seeds_applied = 0;
+  uint64_t prefix_seeds_skipped = 0;
+  uint64_t prefix_copy_blocks = 0;
+  uint64_t prefix_copy_bytes = 0;
   // Scaling runs.
   uint64_t instances_added = 0;
   uint64_t instances_removed = 0;    // drained and removed

@@ -212,6 +212,7 @@ StatusOr<placement::PlacementInput> PlacementInputFor(const PlacementScenario& s
     h.root = name;
     h.tokens = static_cast<double>(root.common) * s.base.block_size;
     h.bytes = static_cast<double>(perf.KvBytes(static_cast<uint64_t>(h.tokens)));
+    h.blocks.assign(root.first.begin(), root.first.begin() + static_cast<std::ptrdiff_t>(root.common));
     size_t home = 0;
     for (size_t r = 0; r < nr; ++r) {
       if (root.by_region[r] > 0) h.rate_by_region[s.regions[r]] = root.by_region[r] / span;
@@ -266,6 +267,38 @@ StatusOr<SimConfig> FleetForPlacement(const PlacementScenario& s,
   return c;
 }
 
+std::vector<PrefixSeed> PrefixSeedsFor(const PlacementScenario& s, const placement::PlacementInput& in,
+                                       const placement::PlacementResult& result) {
+  std::map<std::string, uint32_t> cluster_index;
+  for (size_t i = 0; i < s.clusters.size(); ++i) cluster_index[s.clusters[i].name] = static_cast<uint32_t>(i);
+  std::map<std::string, const placement::PrefixHeat*> heat;
+  for (const placement::PrefixHeat& h : in.heat) heat[h.root] = &h;
+  std::vector<PrefixSeed> seeds;
+  if (s.warm_homes) {
+    for (const placement::PrefixHeat& h : in.heat) {
+      if (h.blocks.empty()) continue;
+      for (const auto& [cluster, bytes] : h.cached_bytes) {
+        auto c = cluster_index.find(cluster);
+        if (bytes <= 0 || c == cluster_index.end()) continue;
+        seeds.push_back({0.0, c->second, h.blocks, PrefixSeed::kNoSource});
+      }
+    }
+  }
+  if (s.execute_copies) {
+    for (const placement::PrefixDecision& d : result.prefixes) {
+      if (d.action != placement::PrefixAction::kReplicate) continue;
+      auto h = heat.find(d.root);
+      auto from = cluster_index.find(d.source), to = cluster_index.find(d.target);
+      if (h == heat.end() || h->second->blocks.empty() || from == cluster_index.end() ||
+          to == cluster_index.end() || !std::isfinite(d.transfer_s)) {
+        continue;
+      }
+      seeds.push_back({std::max(0.0, d.transfer_s), to->second, h->second->blocks, from->second});
+    }
+  }
+  return seeds;
+}
+
 StatusOr<std::vector<PlacementRun>> RunPlacementComparison(const PlacementScenario& s,
                                                            const std::vector<std::string>& policies) {
   std::vector<PlacementRun> runs;
@@ -276,6 +309,7 @@ StatusOr<std::vector<PlacementRun>> RunPlacementComparison(const PlacementScenar
     KVMESH_ASSIGN_OR_RETURN(run.placement, placement::Place(in));
     run.score = placement::Evaluate(in, run.placement);
     KVMESH_ASSIGN_OR_RETURN(SimConfig config, FleetForPlacement(s, run.placement));
+    config.prefix_seeds = PrefixSeedsFor(s, in, run.placement);
     KVMESH_ASSIGN_OR_RETURN(auto wl, MakeSyntheticWorkload(WorkloadOptions(s)));
     KVMESH_ASSIGN_OR_RETURN(run.sim, RunFleetSim(config, *wl, policy));
     runs.push_back(std::move(run));

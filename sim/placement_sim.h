@@ -42,6 +42,12 @@ struct PlacementScenario {
   SimConfig base;                           // routing, disaggregation, block size, SLAs, seed
   std::string routing_policy = "kv:kvmesh"; // RoutingForPolicy name used for every placement
   placement::PlacementModel model;          // replica throughputs are filled from PerfModel
+  // Each hot root's chain starts cached in one instance of its home cluster (what Place() is told:
+  // PrefixHeat::cached_bytes), for every policy. false: every cache starts cold.
+  bool warm_homes = true;
+  // Place()'s `replicate` decisions run as prefix copies: the chain reaches one instance of the
+  // target cluster after the decision's transfer_s, and its KV bytes count as cross-cluster.
+  bool execute_copies = true;
 };
 
 // The documented default scenario (docs/simulator.md): 3 regions (us-east, eu-west, ap-south), one
@@ -66,6 +72,13 @@ StatusOr<placement::PlacementInput> PlacementInputFor(const PlacementScenario& s
 // link matrices. FailedPrecondition when no decode replica was placed.
 StatusOr<SimConfig> FleetForPlacement(const PlacementScenario& scenario,
                                       const placement::PlacementResult& result);
+
+// The prefix seeds of a placement: each hot root warm in its home cluster at t = 0 (when
+// scenario.warm_homes) and each `replicate` decision as a copy arriving at its transfer_s (when
+// scenario.execute_copies). Clusters are indices into scenario.clusters.
+std::vector<PrefixSeed> PrefixSeedsFor(const PlacementScenario& scenario,
+                                       const placement::PlacementInput& input,
+                                       const placement::PlacementResult& result);
 
 // Runs every policy on the same workload.
 StatusOr<std::vector<PlacementRun>> RunPlacementComparison(const PlacementScenario& scenario,

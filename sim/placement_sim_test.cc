@@ -1,5 +1,6 @@
 #include "sim/placement_sim.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <optional>
@@ -255,6 +256,104 @@ TEST(FleetSimClustersTest, ValidateRejectsBadClusterConfig) {
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->rejected, 1u);
   EXPECT_NE(r->pool_errors, "");
+}
+
+TEST(FleetSimClustersTest, PrefixSeedsWarmACacheAndCountCopies) {
+  // One request from region 1 at t = 1 s; its first 16 blocks (256 tokens) are copied from a
+  // into b's instance at t = 0.2 s.
+  const SimRequest req = Req(7, 1.0, 1);
+  const std::vector<kv::BlockHash> head(req.hashes.begin(), req.hashes.begin() + 16);
+  SimConfig c = TwoClusters(1, 1);
+  c.prefix_seeds = {{0.2, 1, head, 0}};
+  // The same chain again from a at 0.5 s: already cached in b, nothing moves.
+  c.prefix_seeds.push_back({0.5, 1, head, 0});
+  VectorWorkload wl({req});
+  auto r = RunFleetSim(c, wl, "kv");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ExpectClean(*r);
+  EXPECT_EQ(r->completed_by_cluster[1], 1u);
+  EXPECT_EQ(r->cached_prompt_tokens, 256u);
+  EXPECT_EQ(r->prefix_seeds_applied, 2u);
+  EXPECT_EQ(r->prefix_seeds_skipped, 0u);
+  EXPECT_EQ(r->prefix_copy_blocks, 16u);
+  EXPECT_EQ(r->prefix_copy_bytes, 256u * 131072);  // llama-3.1-8b KV bytes per token
+  EXPECT_EQ(r->cross_cluster_bytes, r->prefix_copy_bytes);  // the request was served at home
+  EXPECT_NE(SimResultJson(*r).find("\"prefix_copy_bytes\":33554432"), std::string::npos);
+
+  // A warm start (no source) counts no bytes; without seeds nothing is cached.
+  c.prefix_seeds = {{0, 1, head, PrefixSeed::kNoSource}};
+  VectorWorkload wl2({req});
+  auto warm = RunFleetSim(c, wl2, "kv");
+  ASSERT_TRUE(warm.ok());
+  EXPECT_EQ(warm->cached_prompt_tokens, 256u);
+  EXPECT_EQ(warm->cross_cluster_bytes, 0u);
+  c.prefix_seeds.clear();
+  VectorWorkload wl3({req});
+  auto cold = RunFleetSim(c, wl3, "kv");
+  ASSERT_TRUE(cold.ok());
+  EXPECT_EQ(cold->cached_prompt_tokens, 0u);
+  EXPECT_GT(cold->ttft_s.p50, warm->ttft_s.p50);
+
+  // A cluster with no instance: skipped, nothing counted.
+  SimConfig empty_b = TwoClusters(1, 0);
+  empty_b.prefix_seeds = {{0, 1, head, 0}};
+  VectorWorkload wl4({req});
+  auto skipped = RunFleetSim(empty_b, wl4, "kv");
+  ASSERT_TRUE(skipped.ok());
+  ExpectClean(*skipped);
+  EXPECT_EQ(skipped->prefix_seeds_skipped, 1u);
+  EXPECT_EQ(skipped->prefix_copy_bytes, 0u);
+
+  // Bad seeds name the field.
+  for (PrefixSeed bad : {PrefixSeed{-1, 1, head, 0}, PrefixSeed{0, 2, head, 0}, PrefixSeed{0, 1, head, 5},
+                         PrefixSeed{0, 1, {}, 0}}) {
+    c.prefix_seeds = {bad};
+    const Status v = c.Validate();
+    EXPECT_FALSE(v.ok());
+    EXPECT_NE(v.message().find("prefix_seeds[0]"), std::string::npos) << v.ToString();
+  }
+}
+
+TEST(PlacementSimTest, PrefixSeedsFollowTheHeatAndTheDecisions) {
+  PlacementScenario s = SmallScenario();
+  auto in = PlacementInputFor(s, "cache-locality");
+  ASSERT_TRUE(in.ok()) << in.status().ToString();
+  auto placed = placement::Place(*in);
+  ASSERT_TRUE(placed.ok());
+  // Add one replicate decision by hand: the first root from its home into the next cluster.
+  const placement::PrefixHeat& h = in->heat[0];
+  ASSERT_FALSE(h.blocks.empty());
+  const std::string home = h.cached_bytes.begin()->first;
+  size_t home_index = 0;
+  while (s.clusters[home_index].name != home) ++home_index;
+  const size_t target = (home_index + 1) % s.clusters.size();
+  placement::PlacementResult result = *placed;
+  result.prefixes.push_back({h.root, placement::PrefixAction::kReplicate, home, s.clusters[target].name,
+                             1, 0.25, 0.25 / 300, "test"});
+  std::vector<PrefixSeed> seeds = PrefixSeedsFor(s, *in, result);
+  size_t copies = 0;
+  ASSERT_EQ(seeds.size(), in->heat.size() + 1 + std::count_if(placed->prefixes.begin(), placed->prefixes.end(),
+                                                               [](const placement::PrefixDecision& d) {
+                                                                 return d.action == placement::PrefixAction::kReplicate;
+                                                               }));
+  for (const PrefixSeed& seed : seeds) {
+    if (seed.from_cluster == PrefixSeed::kNoSource) {
+      EXPECT_EQ(seed.at_s, 0);
+      continue;
+    }
+    if (seed.hashes != h.blocks || seed.cluster != target) continue;
+    ++copies;
+    EXPECT_EQ(seed.from_cluster, home_index);
+    EXPECT_EQ(seed.at_s, 0.25);
+  }
+  EXPECT_EQ(copies, 1u);
+  // The home seed of that root carries its chain, in its home cluster.
+  EXPECT_TRUE(std::any_of(seeds.begin(), seeds.end(), [&](const PrefixSeed& seed) {
+    return seed.from_cluster == PrefixSeed::kNoSource && seed.cluster == home_index && seed.hashes == h.blocks;
+  }));
+  s.warm_homes = false;
+  s.execute_copies = false;
+  EXPECT_TRUE(PrefixSeedsFor(s, *in, result).empty());
 }
 
 int RunPlacementCli(std::vector<std::string> args) {

@@ -292,6 +292,10 @@ struct PlacementFlags {
     v("affinity", workload.options.regional_affinity,
       "probability a request comes from its prefix's home region");
     v("routing", scenario.routing_policy, "router policy for every placement");
+    v("warm_homes", scenario.warm_homes,
+      "start each hot prefix cached in one instance of its home cluster (every policy)");
+    v("execute_copies", scenario.execute_copies,
+      "run Place()'s replicate decisions as prefix copies over the inter-cluster links");
     v("seed", scenario.base.seed, "random seed");
     v("json", json, "write the runs as JSON to this file");
     v("quiet", quiet, "print the JSON instead of the table");
