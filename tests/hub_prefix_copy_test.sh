@@ -67,8 +67,11 @@ spec:
     clusters:
       - {name: a, kubeconfigSecret: member-a, region: us-east, gpuCapacity: 8}
       - {name: b, kubeconfigSecret: member-b, region: eu-west, gpuCapacity: 8}
+    # A copy pays when it arrives sooner than b would compute the document once: 608 tokens at
+    # the placement model's default 20,000 prefill tokens/s is 30 ms, so the link's one-way
+    # latency (the transfer of ~2.5 MB adds 0.2 ms) must stay below that.
     links:
-      - {from: a, to: b, bandwidthGbps: 100, latencyMs: 40}
+      - {from: a, to: b, bandwidthGbps: 100, latencyMs: 5}
 YAML
 K hub apply -f "$WORK/graph.yaml" >/dev/null || fail "apply graph"
 

@@ -479,13 +479,21 @@ std::vector<PrefixDecision> DecidePrefixes(const PlacementInput& in, Model& mode
           const double x = model.TransferS(s, t, (1 - model.CachedFraction(p, t)) * h.bytes);
           if (x < transfer) transfer = x, src = s;
         }
+        // Whether t would serve some of the root's requests: a copy there lowers their TTFT.
         double before = 0;
         for (const Flow* f : flows) before += f->rate * best_ttft(*f);
         model.SetCopy(p, t, true);
         double after = 0;
         for (const Flow* f : flows) after += f->rate * best_ttft(*f);
         model.SetCopy(p, t, false);
-        const double gain = before - after;  // TTFT seconds saved per second
+        // What the copy saves is not that TTFT difference for every request: a cluster that
+        // serves the root caches it after computing it once, and serves it from its own cache
+        // from then on. The copy saves that one computation of the missing part (the first
+        // request's prefill there), once per window, at the price of one transfer per window.
+        const double gain = after < before
+                                ? (1 - model.CachedFraction(p, t)) * h.tokens / m.prefill_tokens_per_s /
+                                      m.replication_window_s
+                                : 0;  // prefill seconds saved per second
         const double cost = transfer / m.replication_window_s;
         const double net = gain - cost;
         if (src >= 0 && std::isfinite(transfer) && gain > cost) {
@@ -502,8 +510,9 @@ std::vector<PrefixDecision> DecidePrefixes(const PlacementInput& in, Model& mode
                   ? "no link with bandwidth to " + in.clusters[t].name + " (would save " + Fmt(gain) + " s/s)"
                   : "a copy to " + in.clusters[t].name + " over " + in.clusters[src].name + "->" + in.clusters[t].name +
                         " (" + Fmt(l ? l->bandwidth_gbps : 0) + " Gbps, " + Fmt(l ? l->latency_ms : 0) + " ms) takes " +
-                        Fmt(transfer) + " s = " + Fmt(cost) + " s/s over the " + Fmt(m.replication_window_s) +
-                        " s window, more than the " + Fmt(gain) + " s/s of TTFT it saves";
+                        Fmt(transfer) + " s, more than the " + Fmt(gain * m.replication_window_s) +
+                        " s of prefill it saves there (" + Fmt(cost) + " > " + Fmt(gain) + " s/s over the " +
+                        Fmt(m.replication_window_s) + " s window)";
         }
       }
       if (chosen < 0) break;
@@ -511,10 +520,9 @@ std::vector<PrefixDecision> DecidePrefixes(const PlacementInput& in, Model& mode
       replicated = true;
       out.push_back({h.root, PrefixAction::kReplicate, in.clusters[chosen_src].name, in.clusters[chosen].name,
                      chosen_gain, chosen_transfer, chosen_transfer / m.replication_window_s,
-                     "copy to " + in.clusters[chosen].name + ": saves " + Fmt(chosen_gain) + " s of TTFT per second (" +
-                         Fmt(rate[p]) + " req/s) > transfer " + Fmt(chosen_transfer) + " s / " +
-                         Fmt(m.replication_window_s) + " s window = " + Fmt(chosen_transfer / m.replication_window_s) +
-                         " s/s"});
+                     "copy to " + in.clusters[chosen].name + ": the transfer (" + Fmt(chosen_transfer) +
+                         " s) is shorter than computing it there once (" +
+                         Fmt(chosen_gain * m.replication_window_s) + " s of prefill; " + Fmt(rate[p]) + " req/s)"});
     }
     if (!replicated) {
       if (best_rejected.reason.empty()) {

@@ -115,7 +115,7 @@ struct PrefixDecision {
   PrefixAction action = PrefixAction::kLeave;
   std::string source;  // the cluster holding the most of it ("" if none)
   std::string target;  // kReplicate: where the copy goes
-  double gain_s_per_s = 0;     // TTFT seconds saved per second of traffic by the copy
+  double gain_s_per_s = 0;     // prefill seconds the copy saves in the target (once) / window
   double transfer_s = 0;       // bytes / link bandwidth + latency of one copy
   double cost_s_per_s = 0;     // transfer_s / replication_window_s
   std::string reason;
