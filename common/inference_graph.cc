@@ -249,6 +249,9 @@ Check ValidateGraph(const InferenceGraph& g) {
     if (auto e = NonNegativeFinite(p + ".bandwidthGbps", l.bandwidth_gbps)) return e;
     if (auto e = NonNegativeFinite(p + ".latencyMs", l.latency_ms)) return e;
   }
+  if (auto e = NonNegativeFinite("spec.placement.model.prefillTokensPerS", pl.model.prefill_tokens_per_s)) return e;
+  if (auto e = NonNegativeFinite("spec.placement.model.decodeTokensPerS", pl.model.decode_tokens_per_s)) return e;
+  if (auto e = NonNegativeFinite("spec.placement.model.replicationWindowS", pl.model.replication_window_s)) return e;
   if (pl.policy != "single" && pl.clusters.size() < 2 && !pl.clusters.empty()) {
     return Err("spec.placement.clusters", "policy " + Quote(pl.policy) + " with clusters needs at least 2, got 1");
   }
@@ -454,9 +457,17 @@ class Parser {
 
   Status Placement(const YAML::Node& m, PlacementSpec& pl) {
     const std::string q = "spec.placement";
-    KVMESH_RETURN_IF_ERROR(ExpectMap(m, q, {"policy", "topologyKey", "clusters", "links"}));
+    KVMESH_RETURN_IF_ERROR(ExpectMap(m, q, {"policy", "topologyKey", "clusters", "links", "model"}));
     KVMESH_RETURN_IF_ERROR(String(m, "policy", q, pl.policy));
     KVMESH_RETURN_IF_ERROR(String(m, "topologyKey", q, pl.topology_key));
+    {
+      YAML::Node mm = Get(m, "model");
+      const std::string qm = q + ".model";
+      KVMESH_RETURN_IF_ERROR(ExpectMap(mm, qm, {"prefillTokensPerS", "decodeTokensPerS", "replicationWindowS"}));
+      KVMESH_RETURN_IF_ERROR(Number(mm, "prefillTokensPerS", qm, pl.model.prefill_tokens_per_s));
+      KVMESH_RETURN_IF_ERROR(Number(mm, "decodeTokensPerS", qm, pl.model.decode_tokens_per_s));
+      KVMESH_RETURN_IF_ERROR(Number(mm, "replicationWindowS", qm, pl.model.replication_window_s));
+    }
     YAML::Node clusters = Get(m, "clusters");
     if (!Absent(clusters)) {
       if (!clusters.IsSequence()) return Fail(clusters, q + ".clusters", "expected a list, got " + KindName(clusters));
@@ -674,6 +685,9 @@ std::string InferenceGraphToJson(const InferenceGraph& g) {
     placement["links"].push_back(
         Json{{"from", l.from}, {"to", l.to}, {"bandwidthGbps", l.bandwidth_gbps}, {"latencyMs", l.latency_ms}});
   }
+  placement["model"] = Json{{"prefillTokensPerS", s.placement.model.prefill_tokens_per_s},
+                            {"decodeTokensPerS", s.placement.model.decode_tokens_per_s},
+                            {"replicationWindowS", s.placement.model.replication_window_s}};
   spec["placement"] = std::move(placement);
 
   Json root;

@@ -86,11 +86,20 @@ struct LinkSpec {  // network between two member clusters
   double latency_ms = 0;      // latencyMs
 };
 
+// The cache-locality policy's model of one replica (spec.placement.model); 0 = the placement
+// model's default (docs/placement.md).
+struct PlacementModelSpec {
+  double prefill_tokens_per_s = 0;  // prefillTokensPerS: prompt tokens/s of one prefill replica
+  double decode_tokens_per_s = 0;   // decodeTokensPerS: generated tokens/s of one decode replica
+  double replication_window_s = 0;  // replicationWindowS: a prefix copy's cost is spread over this
+};
+
 struct PlacementSpec {
   std::string policy = "single";  // single | spread | pack | cache-locality
   std::string topology_key = "kubernetes.io/hostname";  // topologyKey
   std::vector<ClusterSpec> clusters;
   std::vector<LinkSpec> links;
+  PlacementModelSpec model;
 };
 
 struct InferenceGraphSpec {

@@ -87,6 +87,7 @@ spec:
       - {name: west, kubeconfigSecret: west-kc, region: us-west-2, gpuCapacity: 8}
     links:
       - {from: east, to: west, bandwidthGbps: 100, latencyMs: 35}
+    model: {prefillTokensPerS: 1500, replicationWindowS: 60}
 status:
   observedGeneration: 3
 )");
@@ -111,6 +112,9 @@ status:
   EXPECT_EQ(g->spec.placement.clusters[1].gpu_capacity, 8);
   ASSERT_EQ(g->spec.placement.links.size(), 1u);
   EXPECT_DOUBLE_EQ(g->spec.placement.links[0].latency_ms, 35);
+  EXPECT_DOUBLE_EQ(g->spec.placement.model.prefill_tokens_per_s, 1500);
+  EXPECT_DOUBLE_EQ(g->spec.placement.model.decode_tokens_per_s, 0);  // absent: the default
+  EXPECT_DOUBLE_EQ(g->spec.placement.model.replication_window_s, 60);
 }
 
 TEST(InferenceGraphTest, UnknownSpecKeyNamesPathKnownKeysAndLine) {
@@ -162,6 +166,10 @@ TEST(InferenceGraphTest, ValidateRangesAndEnumsWithLine) {
                         "spec.placement.clusters[1].name: duplicate cluster"));
   EXPECT_TRUE(FailsWith(ParseSpec("  placement:\n    clusters: [{name: a}, {name: b}]\n    links: [{from: a, to: c}]\n"),
                         "spec.placement.links[0].to: names no cluster"));
+  EXPECT_TRUE(FailsWith(ParseSpec("  placement:\n    model: {prefillTokensPerS: -1}\n"),
+                        "spec.placement.model.prefillTokensPerS"));
+  EXPECT_TRUE(FailsWith(ParseSpec("  placement:\n    model: {prefillTokens: 5}\n"),
+                        "spec.placement.model.prefillTokens: unknown field"));
   EXPECT_TRUE(FailsWith(ParseInferenceGraphYaml("apiVersion: kvmesh.dev/v1alpha1\nkind: InferenceGraph\n"
                                                 "metadata: {name: Bad_Name}\nspec: {}\n"),
                         "metadata.name: must be a DNS label"));
@@ -194,6 +202,7 @@ TEST(InferenceGraphTest, JsonRoundTrip) {
   g.spec.placement.policy = "spread";
   g.spec.placement.clusters = {{"east", "kc-east", "r1", 4}, {"west", "kc-west", "r2", 2}};
   g.spec.placement.links = {{"east", "west", 25, 12.5}};
+  g.spec.placement.model.decode_tokens_per_s = 3000;
   ASSERT_TRUE(g.Validate().ok()) << g.Validate().ToString();
   std::string json = InferenceGraphToJson(g);
   auto back = InferenceGraphFromJson(json);
@@ -204,6 +213,7 @@ TEST(InferenceGraphTest, JsonRoundTrip) {
   EXPECT_EQ(back->spec.prefill.extra_args[1], "b c");
   EXPECT_DOUBLE_EQ(back->spec.router.temperature, 0.125);
   EXPECT_EQ(back->spec.placement.links[0].to, "west");
+  EXPECT_DOUBLE_EQ(back->spec.placement.model.decode_tokens_per_s, 3000);
   EXPECT_EQ(back->ServedModelName(), "x");
   // The JSON is also valid YAML input.
   auto via_yaml = ParseInferenceGraphYaml(json);

@@ -67,11 +67,12 @@ spec:
     clusters:
       - {name: a, kubeconfigSecret: member-a, region: us-east, gpuCapacity: 8}
       - {name: b, kubeconfigSecret: member-b, region: eu-west, gpuCapacity: 8}
-    # A copy pays when it arrives sooner than b would compute the document once: 608 tokens at
-    # the placement model's default 20,000 prefill tokens/s is 30 ms, so the link's one-way
-    # latency (the transfer of ~2.5 MB adds 0.2 ms) must stay below that.
     links:
-      - {from: a, to: b, bandwidthGbps: 100, latencyMs: 5}
+      - {from: a, to: b, bandwidthGbps: 100, latencyMs: 40}
+    # A copy pays when it arrives sooner than b would compute the document once. These agents
+    # prefill the tiny model on the CPU at ~1,500 tokens/s (not the default 20,000 of a GPU
+    # replica): 608 tokens take ~0.4 s there, the copy ~40 ms.
+    model: {prefillTokensPerS: 1500}
 YAML
 K hub apply -f "$WORK/graph.yaml" >/dev/null || fail "apply graph"
 

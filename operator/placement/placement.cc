@@ -624,6 +624,10 @@ PlacementInput InputFromGraph(const graph::InferenceGraph& g) {
   in.pools.decode_replicas = g.spec.decode.replicas;
   in.pools.prefill_gpus_per_replica = g.spec.prefill.gpus_per_worker;
   in.pools.decode_gpus_per_replica = g.spec.decode.gpus_per_worker;
+  const graph::PlacementModelSpec& m = pl.model;
+  if (m.prefill_tokens_per_s > 0) in.model.prefill_tokens_per_s = m.prefill_tokens_per_s;
+  if (m.decode_tokens_per_s > 0) in.model.decode_tokens_per_s = m.decode_tokens_per_s;
+  if (m.replication_window_s > 0) in.model.replication_window_s = m.replication_window_s;
   return in;
 }
 

@@ -361,10 +361,15 @@ spec:
       - {name: west, kubeconfigSecret: west-kc, region: us-west-2, gpuCapacity: 8}
     links:
       - {from: east, to: west, bandwidthGbps: 100, latencyMs: 35}
+    model: {prefillTokensPerS: 1500}
 )");
   ASSERT_TRUE(g.ok()) << g.status().ToString();
   PlacementInput in = InputFromGraph(*g);
   EXPECT_EQ(in.policy, "pack");
+  // spec.placement.model: a rate that is set replaces the default; the others keep theirs.
+  EXPECT_DOUBLE_EQ(in.model.prefill_tokens_per_s, 1500);
+  EXPECT_DOUBLE_EQ(in.model.decode_tokens_per_s, PlacementModel{}.decode_tokens_per_s);
+  EXPECT_DOUBLE_EQ(in.model.replication_window_s, PlacementModel{}.replication_window_s);
   ASSERT_EQ(in.clusters.size(), 2u);
   EXPECT_EQ(in.clusters[1].gpu_capacity, 8);
   EXPECT_EQ(in.pools.prefill_replicas, 2);
