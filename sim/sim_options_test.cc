@@ -316,6 +316,12 @@ TEST(SimOptionsTest, PlacementFlagsDefaultsAndLists) {
   EXPECT_EQ(d->scenario.workload.regional_affinity, 0.9);
   EXPECT_EQ(d->scenario.routing_policy, "kv:kvmesh");
   EXPECT_EQ(d->scenario.base.disaggregation.mode, "off");
+  EXPECT_TRUE(d->scenario.warm_homes);
+  EXPECT_TRUE(d->scenario.execute_copies);
+  auto cold = ParsePlacementArgs(std::vector<std::string>{"--no-warm-homes", "--execute-copies=false"}, NoEnv());
+  ASSERT_TRUE(cold.ok()) << cold.status().ToString();
+  EXPECT_FALSE(cold->scenario.warm_homes);
+  EXPECT_FALSE(cold->scenario.execute_copies);
 
   // --link is repeatable; the two spellings of one list agree.
   auto l = ParsePlacementArgs(
