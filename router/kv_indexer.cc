@@ -321,12 +321,12 @@ bool KvIndexer::Impl::Follower::Resync(http::HttpClient& client) {
   const WorkerSpec& spec = worker->spec;
   last_live.reset();
   if (!spec.has_inventory) {
+    impl->Count(impl->c.resyncs, impl->m.resyncs);  // before the index changes (see below)
     impl->index->ClearWorker(id);
     foreign.clear();
     has_expected = false;
     need_resync = false;
     synced.store(true);
-    impl->Count(impl->c.resyncs, impl->m.resyncs);
     impl->UpdateBlocksGauge(true);
     KVMESH_LOG_INFO(kComponent, "worker cleared; indexing from live events", {"worker", spec.url});
     return true;
@@ -370,6 +370,8 @@ bool KvIndexer::Impl::Follower::Resync(http::HttpClient& client) {
   for (const auto& t : inv->hashes) total += t.size();
   // seq -1 (nothing published yet) wraps so that the next expected seq is 0.
   const uint64_t seq = static_cast<uint64_t>(inv->seq);
+  // Counted before the index changes: whoever sees the new entries also sees the resync.
+  impl->Count(impl->c.resyncs, impl->m.resyncs);
   impl->index->ReplaceWorker(id, inv->hashes, seq);
   expected = seq + 1;
   has_expected = true;
@@ -377,7 +379,6 @@ bool KvIndexer::Impl::Follower::Resync(http::HttpClient& client) {
   logged_problem = false;
   last_activity = std::chrono::steady_clock::now();
   synced.store(true);
-  impl->Count(impl->c.resyncs, impl->m.resyncs);
   impl->UpdateBlocksGauge(true);
   KVMESH_LOG_INFO(kComponent, "worker synced from inventory", {"worker", spec.url},
                   {"seq", static_cast<long long>(inv->seq)}, {"blocks", total},
@@ -407,17 +408,25 @@ bool KvIndexer::Impl::Follower::FillFromReplay(uint64_t need_through, bool* noth
                     {"from_seq", from}, {"first_replayed", r->front().seq});
     return false;
   }
+  // Batches are applied while they are consecutive. Whether that reaches need_through is known
+  // first, so that the replay is counted before the index changes (as resyncs are).
+  uint64_t reach = from;
+  for (const auto& b : *r) {
+    if (b.seq != reach) break;
+    ++reach;
+  }
+  const bool complete = reach > need_through;
+  if (complete) impl->Count(impl->c.replays, impl->m.replays);
   for (auto& b : *r) {
-    if (b.seq != expected) break;  // not consecutive: stop; the caller checks how far we got
+    if (b.seq != expected) break;  // not consecutive: stop
     Apply(b.seq, b.batch);
   }
-  if (expected <= need_through) {
+  if (!complete) {
     KVMESH_LOG_INFO(kComponent, "replay ended before the missing seq (worker restarted?)",
                     {"worker", worker->spec.url}, {"applied_through", expected - 1},
                     {"needed_through", need_through});
     return false;
   }
-  impl->Count(impl->c.replays, impl->m.replays);
   return true;
 }
 
@@ -520,6 +529,7 @@ void KvIndexer::Impl::Follower::PollSummaries(http::HttpClient& client) {
     }
     logged_problem = false;
     const uint64_t seq = static_cast<uint64_t>(inv->seq);
+    impl->Count(impl->c.resyncs, impl->m.resyncs);  // before the index changes, as in Resync
     impl->index->ReplaceWorker(id, inv->hashes, seq);
     if (!synced.exchange(true)) {
       size_t total = 0;
@@ -527,7 +537,6 @@ void KvIndexer::Impl::Follower::PollSummaries(http::HttpClient& client) {
       KVMESH_LOG_INFO(kComponent, "cluster summary synced", {"worker", worker->spec.url},
                       {"blocks", total});
     }
-    impl->Count(impl->c.resyncs, impl->m.resyncs);
     impl->UpdateBlocksGauge(false);
   } while (WaitFor(impl->options.summary_interval));
 }
