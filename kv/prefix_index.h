@@ -252,10 +252,12 @@ class PrefixIndex {
     // An entry (24 bytes) straddles two cache lines in 2 of 8 slot positions, and a lookup that
     // does not hit its home slot reads the next one: prefetch both lines the home and next slot
     // can touch (the same line twice in most positions, which costs nothing).
-    const char* p = reinterpret_cast<const char*>(
+    // (Integer arithmetic: for the last slot the second address lies past the table, which a
+    // prefetch may name but a pointer may not.)
+    const uintptr_t p = reinterpret_cast<uintptr_t>(
         &table_[static_cast<size_t>((key * 0x9E3779B97F4A7C15ULL) >> shift_)]);
-    __builtin_prefetch(p);
-    __builtin_prefetch(p + 2 * sizeof(Entry) - 1);
+    __builtin_prefetch(reinterpret_cast<const void*>(p));
+    __builtin_prefetch(reinterpret_cast<const void*>(p + 2 * sizeof(Entry) - 1));
   }
   Entry* FindOrInsert(BlockHash key, uint32_t slot);  // nullptr if refused
   void EraseAt(size_t i);

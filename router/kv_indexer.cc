@@ -408,19 +408,13 @@ bool KvIndexer::Impl::Follower::FillFromReplay(uint64_t need_through, bool* noth
                     {"from_seq", from}, {"first_replayed", r->front().seq});
     return false;
   }
-  // Batches are applied while they are consecutive. Whether that reaches need_through is known
-  // first, so that the replay is counted before the index changes (as resyncs are).
-  uint64_t reach = from;
-  for (const auto& b : *r) {
-    if (b.seq != reach) break;
-    ++reach;
-  }
-  const bool complete = reach > need_through;
+  // The consecutive run from `from` is applied. Whether it reaches need_through is known first,
+  // so that the replay is counted before the index changes (as resyncs are).
+  size_t run = 0;
+  while (run < r->size() && (*r)[run].seq == from + run) ++run;
+  const bool complete = from + run > need_through;
   if (complete) impl->Count(impl->c.replays, impl->m.replays);
-  for (auto& b : *r) {
-    if (b.seq != expected) break;  // not consecutive: stop
-    Apply(b.seq, b.batch);
-  }
+  for (size_t k = 0; k < run; ++k) Apply((*r)[k].seq, (*r)[k].batch);
   if (!complete) {
     KVMESH_LOG_INFO(kComponent, "replay ended before the missing seq (worker restarted?)",
                     {"worker", worker->spec.url}, {"applied_through", expected - 1},

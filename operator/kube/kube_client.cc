@@ -476,13 +476,9 @@ Status CppRestKubeClient::Watch(const ResourceRef& r, const std::string& ns,
         event.type = j.value("type", "");
         if (j.contains("object")) event.object = std::move(j["object"]);
       } catch (const std::exception& e) {
-        cts.cancel();
-        return InternalError(what + ": bad event line: " + e.what());
+        return InternalError(what + ": bad event line: " + e.what());  // closer cancels
       }
-      if (!on_event(event)) {
-        cts.cancel();
-        return Status::Ok();
-      }
+      if (!on_event(event)) return Status::Ok();  // closer cancels
     }
     pending.erase(0, start);
   }
