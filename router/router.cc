@@ -618,6 +618,7 @@ StatusOr<Router::Impl::Pick> Router::Impl::Choose(Gen& g, std::span<const int32_
   std::span<WorkerState* const> decode_from = view->decode;
   if (bad_decode.empty()) {
     in.routable_only = registry.get();
+    in.loads = view->DecodeLoads();  // the kv policy reads the loads off the registry's board
   } else {
     registry->SelectCandidates(*view, CandidateKind::kDecode, bad_decode, nullptr, cands,
                                &excluded);

@@ -6,8 +6,15 @@
 #include <cmath>
 #include <limits>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <vector>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#include "common/check.h"
 
 namespace kvmesh::router {
 namespace {
@@ -114,6 +121,10 @@ struct Scratch {
   std::vector<double> weights;
   std::vector<WorkerState*> prefill_room;
   std::vector<WorkerState*> routable;
+  std::vector<uint32_t> matched_at;  // board pass: matched candidates' indices
+  std::vector<double> matched_cost;  // ... and their costs
+  std::vector<uint32_t> merged;      // board pass: the tied candidates' indices
+  std::vector<uint64_t> matched_bits;  // board pass, consecutive ids: matched positions
 };
 
 Scratch& ThreadScratch() {
@@ -152,6 +163,128 @@ RouteChoice BaselineChoice(WorkerState* w, const kv::QueryResult& overlaps) {
   }
   return c;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Board kernels: the kv policy's pass over candidates with consecutive ids reads each load field
+// of the LoadBoard as one array. key(i) = (int64)((a[i] << sa) + (b[i] << sb)) (b null: a[i] <<
+// sa), the kvmesh load sum (its multipliers are powers of two at a power-of-two block size) or
+// dynamo's decode blocks; only unmatched candidates (match[i] == 0) count.
+// The AVX2 kernels read the board with vector loads rather than atomic ones: each aligned 8-byte
+// word is still read whole (x86-64), a value some LoadGuard wrote. A decision reads a moment's
+// loads either way; the scalar pass's relaxed loads are no more consistent across workers.
+
+struct BoardRun {
+  uint64_t* a;
+  uint64_t* b;  // null: key = a << sa
+  const uint32_t* match;
+  size_t n;
+  int sa, sb;
+};
+
+inline uint64_t LoadWord(uint64_t* p) {
+  return std::atomic_ref<uint64_t>(*p).load(std::memory_order_relaxed);
+}
+
+inline int64_t KeyAt(const BoardRun& r, size_t i) {
+  uint64_t k = LoadWord(r.a + i) << r.sa;
+  if (r.b != nullptr) k += LoadWord(r.b + i) << r.sb;
+  return static_cast<int64_t>(k);
+}
+
+// The smallest unmatched key, INT64_MAX when none is smaller.
+using MinKeyFn = int64_t (*)(const BoardRun& r);
+// Writes the unmatched i with key(i) == key (not INT64_MAX) to out, ascending; returns how many.
+using KeysAtFn = size_t (*)(const BoardRun& r, int64_t key, uint32_t* out);
+
+[[gnu::noinline]] int64_t MinKeyScalar(const BoardRun& r) {
+  int64_t m = std::numeric_limits<int64_t>::max();
+  for (size_t i = 0; i < r.n; ++i) {
+    const int64_t k = KeyAt(r, i);
+    if (r.match[i] == 0 && k < m) m = k;
+  }
+  return m;
+}
+
+[[gnu::noinline]] size_t KeysAtScalar(const BoardRun& r, int64_t key, uint32_t* out) {
+  size_t t = 0;
+  for (size_t i = 0; i < r.n; ++i) {
+    if (r.match[i] == 0 && KeyAt(r, i) == key) out[t++] = static_cast<uint32_t>(i);
+  }
+  return t;
+}
+
+#if defined(__x86_64__)
+// Keys of candidates i..i+3, matched ones replaced by INT64_MAX.
+[[gnu::always_inline, gnu::target("avx2")]] inline __m256i Keys4Avx2(const BoardRun& r, size_t i,
+                                                                     __m128i sa, __m128i sb) {
+  __m256i k = _mm256_sll_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r.a + i)), sa);
+  if (r.b != nullptr) {
+    k = _mm256_add_epi64(
+        k, _mm256_sll_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r.b + i)), sb));
+  }
+  const __m256i m =
+      _mm256_cvtepu32_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r.match + i)));
+  const __m256i unmatched = _mm256_cmpeq_epi64(m, _mm256_setzero_si256());
+  return _mm256_blendv_epi8(_mm256_set1_epi64x(std::numeric_limits<int64_t>::max()), k,
+                            unmatched);
+}
+
+[[gnu::noinline, gnu::target("avx2")]] int64_t MinKeyAvx2(const BoardRun& r) {
+  const __m128i sa = _mm_cvtsi32_si128(r.sa), sb = _mm_cvtsi32_si128(r.sb);
+  __m256i lo = _mm256_set1_epi64x(std::numeric_limits<int64_t>::max());
+  size_t i = 0;
+  for (; i + 4 <= r.n; i += 4) {
+    const __m256i k = Keys4Avx2(r, i, sa, sb);
+    lo = _mm256_blendv_epi8(lo, k, _mm256_cmpgt_epi64(lo, k));
+  }
+  alignas(32) int64_t lanes[4];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), lo);
+  int64_t m = std::min(std::min(lanes[0], lanes[1]), std::min(lanes[2], lanes[3]));
+  for (; i < r.n; ++i) {
+    const int64_t k = KeyAt(r, i);
+    if (r.match[i] == 0 && k < m) m = k;
+  }
+  return m;
+}
+
+[[gnu::noinline, gnu::target("avx2")]] size_t KeysAtAvx2(const BoardRun& r, int64_t key,
+                                                          uint32_t* out) {
+  const __m128i sa = _mm_cvtsi32_si128(r.sa), sb = _mm_cvtsi32_si128(r.sb);
+  const __m256i want = _mm256_set1_epi64x(key);
+  size_t t = 0, i = 0;
+  for (; i + 4 <= r.n; i += 4) {
+    const __m256i eq = _mm256_cmpeq_epi64(Keys4Avx2(r, i, sa, sb), want);
+    for (uint32_t bits = static_cast<uint32_t>(_mm256_movemask_pd(_mm256_castsi256_pd(eq)));
+         bits != 0; bits &= bits - 1) {
+      out[t++] = static_cast<uint32_t>(i + std::countr_zero(bits));
+    }
+  }
+  for (; i < r.n; ++i) {
+    if (r.match[i] == 0 && KeyAt(r, i) == key) out[t++] = static_cast<uint32_t>(i);
+  }
+  return t;
+}
+#endif
+
+struct BoardKernel {
+  const char* name;
+  MinKeyFn min_key;
+  KeysAtFn keys_at;
+};
+
+// The kernels this CPU can run, fastest first.
+std::vector<BoardKernel> AvailableBoardKernels() {
+  std::vector<BoardKernel> kernels;
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2")) kernels.push_back({"avx2", MinKeyAvx2, KeysAtAvx2});
+#endif
+  kernels.push_back({"scalar", MinKeyScalar, KeysAtScalar});
+  return kernels;
+}
+
+// Set once at startup (tests may switch it: detail::SelectBoardKernelForTest).
+BoardKernel g_board_kernel = AvailableBoardKernels().front();
 
 // ---------------------------------------------------------------------------------------------
 // Baselines.
@@ -330,6 +463,12 @@ class KvPolicy final : public RoutingPolicy {
     // mpos[id] = 1 + index into matches for the matches' ids below kMaxDenseId, 0 elsewhere
     // (restored to all zeros before returning).
     std::vector<uint32_t>& mpos_vec = s.mpos;
+    // The board pass (below) reads mpos for every candidate without a bounds check.
+    static_assert(LoadBoard::kCapacity <= kMaxDenseId, "board ids are direct-table ids");
+    const bool on_board = input.loads.board != nullptr && input.loads.ids.size() == n &&
+                          !keep_costs && (dynamo || bs_pow2) && !input.loads.any_rtt &&
+                          std::isfinite(rtt_scale) && input.loads.max_id < LoadBoard::kCapacity;
+    if (on_board && mpos_vec.size() <= input.loads.max_id) mpos_vec.resize(input.loads.max_id + 1);
     bool large_ids = false;
     for (size_t k = 0; k < matches.size(); ++k) {
       const kv::WorkerId id = matches[k].worker;
@@ -360,6 +499,7 @@ class KvPolicy final : public RoutingPolicy {
     };
     double min_cost = std::numeric_limits<double>::infinity();
     size_t num_ties = 0;
+    const uint32_t* tie_at = ties;  // indices of the candidates tied at min_cost, ascending
     // keep: std::bool_constant<keep_costs>; filt: std::bool_constant<filter != nullptr>.
     auto pass = [&](auto dyn, auto pow2, auto keep, auto filt) __attribute__((always_inline)) {
       double min1 = std::numeric_limits<double>::infinity();
@@ -386,6 +526,153 @@ class KvPolicy final : public RoutingPolicy {
       min_cost = min1;
       num_ties = nt;
     };
+    // The board pass (input.loads, temperature 0, no round-trip term): the same minimum and ties
+    // from the registry's LoadBoard. A candidate's load is an integer key there (dynamo: decode
+    // blocks; kvmesh: the load sum above, from two cells), and its cost, prefill + key (dynamo)
+    // or prefill + key / den (kvmesh), does not decrease with the key. So the unmatched
+    // candidates, which share one prefill term, are compared by key alone (an integer compare,
+    // no conversion), and the few matched ones (found by id in mpos) get their cost afterwards.
+    // The ties are then merged in candidate order, so the draw below is the pointer pass's.
+    // Returns false (the pointer pass decides) if a larger key could round to the same cost, or
+    // a cost is NaN: the pointer pass's semantics, never met at real loads.
+    auto board_pass = [&](auto dyn) __attribute__((always_inline)) -> bool {
+      uint64_t* const cells = input.loads.board->cells();  // in a register for the loop
+      const kv::WorkerId* const ids = input.loads.ids.data();
+      auto get = [cells](kv::WorkerId id, LoadBoard::Field f) __attribute__((always_inline)) {
+        return LoadBoard::Get(cells, id, f);
+      };
+      auto key_of = [&](kv::WorkerId id) __attribute__((always_inline)) {
+        if constexpr (decltype(dyn)::value) {
+          return static_cast<int64_t>(get(id, LoadBoard::kDecodeBlocks));
+        } else {
+          return static_cast<int64_t>(get(id, LoadBoard::kPrefillTokens) * tok_mul +
+                                      get(id, LoadBoard::kQueueUnits) * dec_mul);
+        }
+      };
+      // cost_of's value: count() and the int64 conversion above; the round-trip term is +0.
+      auto cost_at = [&](double prefill, int64_t key) __attribute__((always_inline)) {
+        if constexpr (decltype(dyn)::value) {
+          return prefill + static_cast<double>(key);
+        } else {
+          return prefill + static_cast<double>(key) * inv_den;
+        }
+      };
+      s.matched_at.resize(std::max(s.matched_at.size(), matches.size() + 1));
+      s.matched_cost.resize(std::max(s.matched_cost.size(), matches.size()));
+      uint32_t* const matched_at = s.matched_at.data();
+      double* const matched_cost = s.matched_cost.data();
+      int64_t key_min = std::numeric_limits<int64_t>::max();
+      size_t nu = 0;  // unmatched routable candidates at key_min: ties[0, nu)
+      size_t nm = 0;  // matched candidates: matched_at[0, nm), ascending
+      bool found = false;
+      if (input.loads.consecutive) {
+        // Consecutive ids: each field is one array. The smallest unmatched key and the
+        // candidates at it come from vector kernels; the routable ones among those are the ties
+        // (if none is routable, the general loop below decides). Matched positions come from
+        // the matches themselves, ordered through a bitset.
+        const kv::WorkerId id0 = ids[0];
+        for (size_t i = 0; i < n; ++i) KVMESH_DCHECK(ids[i] == id0 + i && cand[i]->id == ids[i]);
+        BoardRun run;
+        if constexpr (decltype(dyn)::value) {
+          run = {cells + size_t{LoadBoard::kDecodeBlocks} * LoadBoard::kCapacity + id0, nullptr,
+                 mpos + id0, n, 0, 0};
+        } else {
+          run = {cells + size_t{LoadBoard::kPrefillTokens} * LoadBoard::kCapacity + id0,
+                 cells + size_t{LoadBoard::kQueueUnits} * LoadBoard::kCapacity + id0, mpos + id0,
+                 n, std::countr_zero(tok_mul), std::countr_zero(dec_mul)};
+        }
+        key_min = g_board_kernel.min_key(run);
+        if (key_min != std::numeric_limits<int64_t>::max()) {
+          nu = g_board_kernel.keys_at(run, key_min, ties);
+          if (filter != nullptr) {
+            size_t kept = 0;
+            for (size_t j = 0; j < nu; ++j) {
+              if (filter->Routable(*cand[ties[j]])) ties[kept++] = ties[j];
+            }
+            nu = kept;
+          }
+        }
+        if (nu != 0) {
+          found = true;
+          std::vector<uint64_t>& bits = s.matched_bits;
+          bits.assign((n + 63) / 64, 0);
+          for (const kv::WorkerMatch& m : matches) {
+            const uint64_t at = uint64_t{m.worker} - id0;  // wraps below id0
+            if (at < n) bits[at / 64] |= uint64_t{1} << (at % 64);
+          }
+          for (size_t w = 0; w < bits.size(); ++w) {
+            for (uint64_t b = bits[w]; b != 0; b &= b - 1) {
+              matched_at[nm++] = static_cast<uint32_t>(w * 64 + std::countr_zero(b));
+            }
+          }
+        } else {
+          key_min = std::numeric_limits<int64_t>::max();
+        }
+      }
+      for (size_t i = 0; i < (found ? 0 : n); ++i) {
+        const kv::WorkerId id = ids[i];
+        KVMESH_DCHECK(id == cand[i]->id && id <= input.loads.max_id);
+        // Matched candidates are few and scattered: no branch on them here (a mispredicted one
+        // costs more than the rest of a candidate). Each candidate is written to matched_at and
+        // counted only when matched; a matched one reaching the compare below is skipped there.
+        const uint32_t match = mpos[id];
+        matched_at[nm] = static_cast<uint32_t>(i);
+        nm += match != 0;
+        const int64_t key = key_of(id);
+        if (key <= key_min) [[unlikely]] {
+          if (match != 0) continue;
+          if (filter != nullptr && !filter->Routable(*cand[i])) continue;
+          if (key < key_min) {
+            key_min = key;
+            nu = 0;
+          }
+          ties[nu++] = static_cast<uint32_t>(i);
+        }
+      }
+      double best = std::numeric_limits<double>::infinity();
+      double unmatched_min = best;
+      if (nu != 0) {
+        unmatched_min = cost_at(unmatched_prefill, key_min);
+        if (std::isnan(unmatched_min) || key_min == std::numeric_limits<int64_t>::max() ||
+            cost_at(unmatched_prefill, key_min + 1) == unmatched_min) {
+          return false;
+        }
+        best = unmatched_min;
+      }
+      // The matched candidates' costs; as in the pointer pass, routability is checked only for
+      // one that reaches the running minimum (the minimum only falls, so one above it then is
+      // above it at the end).
+      size_t kept = 0;  // matched_at[0, kept): routable, cost <= best when seen (matched_cost)
+      for (size_t j = 0; j < nm; ++j) {
+        const uint32_t i = matched_at[j];
+        const double c = cost_at(prefill_of[mpos[ids[i]]], key_of(ids[i]));
+        if (std::isnan(c)) return false;
+        if (c <= best) {
+          if (filter != nullptr && !filter->Routable(*cand[i])) continue;
+          best = c;
+          matched_at[kept] = i;
+          matched_cost[kept++] = c;
+        }
+      }
+      s.merged.resize(std::max(s.merged.size(), n));
+      uint32_t* const merged = s.merged.data();
+      const size_t na = nu != 0 && unmatched_min == best ? nu : 0;
+      size_t a = 0, b = 0, t = 0;
+      while (true) {
+        while (b < kept && matched_cost[b] != best) ++b;
+        if (a < na && (b == kept || ties[a] < matched_at[b])) {
+          merged[t++] = ties[a++];
+        } else if (b < kept) {
+          merged[t++] = matched_at[b++];
+        } else {
+          break;
+        }
+      }
+      min_cost = best;
+      num_ties = t;
+      tie_at = merged;
+      return true;
+    };
     using T = std::true_type;
     using F = std::false_type;
     // keep_costs and filter are never both set (the softmax path filtered above).
@@ -398,7 +685,9 @@ class KvPolicy final : public RoutingPolicy {
         pass(dyn, pow2, F{}, F{});
       }
     };
-    if (dynamo) {
+    if (on_board && (dynamo ? board_pass(T{}) : board_pass(F{}))) {
+      // decided on the board
+    } else if (dynamo) {
       passes(T{}, F{});
     } else if (bs_pow2) {
       passes(F{}, T{});
@@ -421,7 +710,7 @@ class KvPolicy final : public RoutingPolicy {
       // Argmin; ties (all workers, when the softmax is flat) at random: the k-th tied candidate
       // (in candidate order) replaces the pick with probability 1/k.
       for (size_t t = 0; t < num_ties; ++t) {
-        if (local.Below(static_cast<uint32_t>(t + 1)) == 0) pick = ties[t];
+        if (local.Below(static_cast<uint32_t>(t + 1)) == 0) pick = tie_at[t];
       }
       if (num_ties != 0) {
         pick_cost = min_cost;
@@ -527,6 +816,20 @@ class KvPolicy final : public RoutingPolicy {
 
 }  // namespace
 
+namespace detail {
+std::string_view BoardKernelName() { return g_board_kernel.name; }
+
+bool SelectBoardKernelForTest(std::string_view name) {
+  for (const BoardKernel& k : AvailableBoardKernels()) {
+    if (name == k.name) {
+      g_board_kernel = k;
+      return true;
+    }
+  }
+  return false;
+}
+}  // namespace detail
+
 StatusOr<std::unique_ptr<RoutingPolicy>> CreateRoutingPolicy(const RouterRoutingConfig& config,
                                                              uint64_t seed) {
   std::unique_ptr<RoutingPolicy> policy;
@@ -607,6 +910,7 @@ PrefillPlan PlanPrefill(const RouterDisaggregationConfig& config, const RouteInp
   // (the prefill candidates are routable already).
   RouteInput prefill_input = input;
   prefill_input.routable_only = nullptr;
+  prefill_input.loads = {};  // those of the decode candidates
   const RouteChoice prefill = policy.Choose(prefill_input, room, overlaps);
   plan.remote = true;
   plan.prefill_worker = prefill.worker;

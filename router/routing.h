@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string_view>
 
 #include "common/status.h"
 #include "kv/block_hash.h"
@@ -44,6 +45,10 @@ struct RouteInput {
   // worker when none is. The router passes a role view's workers this way, so a request does not
   // build a candidate list first (the kv policy at temperature 0 checks in its one pass).
   const WorkerRegistry* routable_only = nullptr;
+  // When set (board not null), the candidates' loads on the registry's LoadBoard, in candidate
+  // order (WorkerView::DecodeLoads() for the view's decode list): the kv policy then reads them
+  // there instead of from each WorkerState, with the same result. Only for that exact list.
+  CandidateLoads loads;
 };
 
 struct RouteChoice {
@@ -86,5 +91,12 @@ struct PrefillPlan {
 PrefillPlan PlanPrefill(const RouterDisaggregationConfig& config, const RouteInput& input,
                         const RouteChoice& decode, std::span<WorkerState* const> prefill_candidates,
                         const kv::QueryResult& overlaps, RoutingPolicy& policy);
+
+namespace detail {
+// The kernels of the kv policy's load-board pass over consecutive ids: "avx2" (when the CPU has
+// it) or "scalar". Tests switch them; false when this CPU cannot run `name`.
+std::string_view BoardKernelName();
+bool SelectBoardKernelForTest(std::string_view name);
+}  // namespace detail
 
 }  // namespace kvmesh::router

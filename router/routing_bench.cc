@@ -13,7 +13,8 @@
 // + new blocks), half are new (a shared prefix + new blocks).
 // Timed per decision (steady_clock), the router's per-request path (Router::Impl::Choose, first
 // try): the registry's view, QueryInto (kv modes), Choose over the view's decode workers with
-// RouteInput::routable_only, the prefill candidates (SelectCandidates) and PlanPrefill
+// RouteInput::routable_only and the registry's load board (RouteInput::loads; the `pointers` cases
+// leave it out), the prefill candidates (SelectCandidates) and PlanPrefill
 // (conditional), the chosen worker's table entry; for each mode; one JSON object per case. Then
 // the hashing cost of a 4k-token prompt (ComputeSequenceHashes) for reference.
 // `--ingest_threads N` runs N threads that keep writing the index while decisions are timed (as
@@ -230,10 +231,10 @@ int Main(int argc, char** argv) {
   const std::shared_ptr<const WorkerView> fleet = registry.View();
   for (const auto& w : *fleet->table) {
     w->ready = true;
-    w->inflight = rng.Range(0, 32);
+    const uint32_t inflight = rng.Range(0, 32);
     w->prefills_inflight = rng.Range(0, 10);
-    w->prefill_tokens = rng.Range(0, 20000);
-    w->decode_blocks = rng.Range(0, 8000);
+    const uint64_t prefill_tokens = rng.Range(0, 20000);
+    SetLoadForTesting(*w, prefill_tokens, rng.Range(0, 8000), inflight);
   }
   if (fleet->table->size() != o.workers || fleet->table->back()->id != o.workers) {
     std::fprintf(stderr, "the registry did not number the workers 1..%u\n", o.workers);
@@ -300,6 +301,7 @@ int Main(int argc, char** argv) {
     const char* kv_cost;
     double temperature;
     bool listed = false;  // a retry's path: SelectCandidates first, then Choose over the list
+    bool pointers = false;  // no RouteInput::loads: the policy reads each WorkerState
   };
   const Case cases[] = {
       {"kv/kvmesh", "kv", "kvmesh", 0},         {"kv/dynamo", "kv", "dynamo", 0},
@@ -308,6 +310,8 @@ int Main(int argc, char** argv) {
       {"least_loaded", "least_loaded", "", 0},
       {"index_query_only", "kv", "kvmesh", 0},  // the view and QueryInto: the index's share
       {"kv/kvmesh/listed", "kv", "kvmesh", 0, true},
+      {"kv/kvmesh/pointers", "kv", "kvmesh", 0, false, true},
+      {"kv/dynamo/pointers", "kv", "dynamo", 0, false, true},
   };
   // Writers: thread t owns the workers w with w % ingest_threads == t (so each worker's batch
   // sequence stays in order), like the indexer's per-worker event streams.
@@ -379,7 +383,13 @@ int Main(int argc, char** argv) {
     auto decide = [&](const Request& r, RouteChoice& d, PrefillPlan& plan)
                       __attribute__((always_inline)) {
       const std::shared_ptr<const WorkerView> view = registry.View();
-      RouteInput in{r.hashes, r.prompt_tokens, 256, 16, c.listed ? nullptr : &registry};
+      RouteInput in;
+      in.hashes = r.hashes;
+      in.prompt_tokens = r.prompt_tokens;
+      in.max_new_tokens = 256;
+      in.block_size = 16;
+      in.routable_only = c.listed ? nullptr : &registry;
+      if (!c.listed && !c.pointers) in.loads = view->DecodeLoads();
       if (c.listed) {
         registry.SelectCandidates(*view, CandidateKind::kDecode, none, nullptr, cands,
                                   &excluded);

@@ -714,6 +714,155 @@ TEST(RoutingTest, RoutableOnlyChoosesLikeAFilteredList) {
   }
 }
 
+// RouteInput::loads: the kv policy decides on the registry's LoadBoard exactly as it does from
+// the WorkerStates (same seed, so the same draws): the same worker, cost and overlaps, with
+// consecutive ids (the vector kernels, each available one) and with gaps, with and without
+// routable_only and unroutable workers, many ties (small load ranges), matches on candidates and
+// on other workers, block sizes where the board applies and where it does not (the policy then
+// reads the WorkerStates), and workers with round trips (likewise).
+TEST(RoutingTest, LoadBoardChoosesExactlyLikeTheWorkerStates) {
+  WorkerRegistryOptions ro;
+  ro.max_inflight_per_worker = 40;
+  auto registry = WorkerRegistry::Create(ro, nullptr);  // Routable() needs only the options
+  ASSERT_TRUE(registry.ok());
+  const WorkerRegistry& reg = **registry;
+  auto board = std::make_shared<LoadBoard>();
+  std::mt19937_64 rng(4242);
+  auto rand = [&rng](uint64_t n) { return rng() % n; };
+  std::vector<std::string> kernels;
+  for (const char* k : {"avx2", "scalar"}) {
+    if (detail::SelectBoardKernelForTest(k)) kernels.push_back(k);
+  }
+  ASSERT_FALSE(kernels.empty());
+  const std::string default_kernel = kernels.front();
+  const uint32_t kBlockSizes[] = {16, 16, 1, 2, 4, 64, 12};
+  size_t on_board_choices = 0, consecutive_trials = 0;
+  for (int trial = 0; trial < 240; ++trial) {
+    const std::string& kernel = kernels[static_cast<size_t>(trial) % kernels.size()];
+    ASSERT_TRUE(detail::SelectBoardKernelForTest(kernel));
+    const size_t n = 1 + rand(trial % 6 == 0 ? 1100 : 70);
+    const bool consecutive = trial % 3 != 2;
+    consecutive_trials += consecutive;
+    // Ids from 1 up: consecutive, or with gaps of up to 3 (ids stay below the board's capacity).
+    Fleet fleet(0);
+    kv::WorkerId id = static_cast<kv::WorkerId>(1 + rand(5000));
+    for (size_t i = 0; i < n; ++i) {
+      WorkerState* w = fleet.Add(id, WorkerRole::kAggregated);
+      w->board = board;
+      id += consecutive ? 1 : static_cast<kv::WorkerId>(1 + rand(3));
+    }
+    const uint64_t range = trial % 2 ? 3 : 500;  // small ranges tie
+    const uint64_t unroutable_per_16 = trial % 4 == 0 ? rand(16) : 0;
+    for (WorkerState* w : fleet.all) {
+      SetLoadForTesting(*w, rand(range) * (trial % 5 ? kBlock : 3), rand(range),
+                        static_cast<uint32_t>(rand(std::min<uint64_t>(range, 30))));
+      w->rtt_ms = trial % 7 == 3 && rand(4) == 0 ? 2.5 : 0.0;
+      if (rand(16) < unroutable_per_16) {
+        if (rand(2) == 0) {
+          w->ready = false;
+        } else {
+          SetLoadForTesting(*w, w->prefill_tokens, w->decode_blocks, 40);  // at the limit
+        }
+      }
+    }
+    std::vector<kv::WorkerId> ids;
+    kv::WorkerId max_id = 0;
+    bool any_rtt = false;
+    for (WorkerState* w : fleet.all) {
+      ids.push_back(w->id);
+      max_id = std::max(max_id, w->id);
+      any_rtt |= w->rtt_ms != 0;
+    }
+    kv::QueryResult q;
+    std::set<kv::WorkerId> used;
+    for (size_t k = 0, m = trial % 3 == 0 ? rand(4) : rand(n + 10); k < m; ++k) {
+      kv::WorkerMatch match;
+      const uint64_t kind = rand(10);
+      match.worker = kind == 0   ? static_cast<kv::WorkerId>(rand(8000))  // maybe not a candidate
+                     : kind == 1 ? static_cast<kv::WorkerId>(2'000'000 + rand(100))
+                                 : fleet.all[rand(n)]->id;
+      if (!used.insert(match.worker).second) continue;
+      match.matched_blocks = static_cast<uint32_t>(rand(trial % 2 ? 3 : 40));
+      for (uint32_t& t : match.matched_tier) t = static_cast<uint32_t>(rand(match.matched_blocks + 1));
+      match.matched_with_predicted = match.matched_blocks + static_cast<uint32_t>(rand(3));
+      q.workers.push_back(match);
+    }
+    const uint32_t bs = kBlockSizes[trial % std::size(kBlockSizes)];
+    const std::vector<kv::BlockHash> no_hashes;
+    for (const char* cost : {"kvmesh", "dynamo"}) {
+      for (const bool filtered : {false, true}) {
+        const double ow = trial % 4 == 1 ? 0.25 * static_cast<double>(1 + rand(8)) : 1.0;
+        auto on_board = MakePolicy("kv", cost, 0, ow, static_cast<uint64_t>(trial));
+        auto from_states = MakePolicy("kv", cost, 0, ow, static_cast<uint64_t>(trial));
+        RouteInput in = Input(no_hashes, static_cast<uint32_t>(1 + rand(3000)));
+        in.block_size = bs;
+        if (filtered) in.routable_only = &reg;
+        RouteInput with_board = in;
+        with_board.loads = {board.get(), ids, max_id, consecutive, any_rtt};
+        for (int rep = 0; rep < 4; ++rep) {
+          const RouteChoice a = on_board->Choose(with_board, fleet.all, q);
+          const RouteChoice b = from_states->Choose(in, fleet.all, q);
+          ASSERT_EQ(a.worker, b.worker) << "trial " << trial << " " << cost << " kernel " << kernel
+                                        << " filtered " << filtered << " bs " << bs;
+          EXPECT_EQ(a.cost, b.cost) << "trial " << trial << " " << cost;
+          EXPECT_EQ(a.overlap_blocks, b.overlap_blocks);
+          EXPECT_EQ(a.overlap_predicted, b.overlap_predicted);
+          if (a.worker != nullptr && filtered) {
+            EXPECT_TRUE(reg.Routable(*a.worker));
+          }
+          on_board_choices += a.worker != nullptr;
+        }
+      }
+    }
+  }
+  ASSERT_TRUE(detail::SelectBoardKernelForTest(default_kernel));
+  EXPECT_GT(consecutive_trials, 100u);
+  EXPECT_GT(on_board_choices, 1000u);
+}
+
+// The board kernels on runs of every length from 1 to 40 (vector bodies and scalar tails), with
+// many ties and scattered matches: each available kernel leads to the choice the WorkerStates
+// give (same seed).
+TEST(RoutingTest, LoadBoardKernelsAgree) {
+  const std::string kernel_before(detail::BoardKernelName());
+  auto board = std::make_shared<LoadBoard>();
+  std::mt19937_64 rng(7);
+  auto rand = [&rng](uint64_t n) { return rng() % n; };
+  Fleet fleet(0);
+  for (kv::WorkerId id = 1; id <= 40; ++id) fleet.Add(id, WorkerRole::kAggregated)->board = board;
+  std::vector<kv::WorkerId> ids;
+  for (WorkerState* w : fleet.all) ids.push_back(w->id);
+  auto policy = MakePolicy("kv", "kvmesh");
+  const std::vector<kv::BlockHash> no_hashes;
+  for (int trial = 0; trial < 400; ++trial) {
+    const size_t n = 1 + static_cast<size_t>(trial) % 40;
+    for (WorkerState* w : fleet.all) {
+      SetLoadForTesting(*w, rand(3) * kBlock, rand(3), static_cast<uint32_t>(rand(2)));
+    }
+    kv::QueryResult q;
+    for (size_t i = 0; i < n; ++i) {
+      if (rand(5) == 0) q.workers.push_back({.worker = fleet.all[i]->id});
+    }
+    std::span<WorkerState* const> cands(fleet.all.data(), n);
+    RouteInput in = Input(no_hashes, 64);
+    in.loads = {board.get(), std::span<const kv::WorkerId>(ids.data(), n), ids[n - 1], true,
+                false};
+    RouteInput from_states = in;
+    from_states.loads = {};
+    std::vector<WorkerState*> picks = {
+        MakePolicy("kv", "kvmesh", 0, 1, static_cast<uint64_t>(trial))
+            ->Choose(from_states, cands, q)
+            .worker};
+    for (const char* k : {"scalar", "avx2"}) {
+      if (!detail::SelectBoardKernelForTest(k)) continue;
+      auto p = MakePolicy("kv", "kvmesh", 0, 1, static_cast<uint64_t>(trial));
+      picks.push_back(p->Choose(in, cands, q).worker);
+    }
+    for (WorkerState* w : picks) EXPECT_EQ(w, picks.front()) << "trial " << trial;
+  }
+  ASSERT_TRUE(detail::SelectBoardKernelForTest(kernel_before));
+}
+
 // ---------------------------------------------------------------------------------------------
 // PlanPrefill.
 

@@ -6,6 +6,7 @@
 #include <array>
 #include <charconv>
 #include <condition_variable>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <set>
@@ -28,9 +29,10 @@ int64_t NowNs() {
       .count();
 }
 
-// Subtracts v from a counter, saturating at 0 (a would-be underflow is a bug, not a wrap).
-template <typename T>
-void SubSaturating(std::atomic<T>& a, T v) {
+// Subtracts v from a counter (std::atomic<T>& or std::atomic_ref<T>), saturating at 0 (a
+// would-be underflow is a bug, not a wrap).
+template <typename T, typename Atomic>
+void SubSaturating(Atomic&& a, T v) {
   if (v == 0) return;
   T cur = a.load(std::memory_order_relaxed);
   while (true) {
@@ -285,6 +287,29 @@ StatusOr<std::vector<WorkerSpec>> ParseWorkerFile(std::string_view text) {
   return out;
 }
 
+// ---- LoadBoard -----------------------------------------------------------------------------
+
+LoadBoard::LoadBoard()
+    : cells_(static_cast<uint64_t*>(
+          std::calloc(size_t{kNumFields} * kCapacity, sizeof(uint64_t)))) {
+  KVMESH_CHECK(cells_ != nullptr, "out of memory (load board)");
+}
+
+LoadBoard::~LoadBoard() { std::free(cells_); }
+
+void SetLoadForTesting(WorkerState& w, uint64_t prefill_tokens, uint64_t decode_blocks,
+                       uint32_t inflight) {
+  w.prefill_tokens.store(prefill_tokens, std::memory_order_relaxed);
+  w.decode_blocks.store(decode_blocks, std::memory_order_relaxed);
+  w.inflight.store(inflight, std::memory_order_relaxed);
+  if (w.board) {
+    w.board->Cell(w.id, LoadBoard::kPrefillTokens).store(prefill_tokens, std::memory_order_relaxed);
+    w.board->Cell(w.id, LoadBoard::kQueueUnits)
+        .store(decode_blocks + 4 * uint64_t{inflight}, std::memory_order_relaxed);
+    w.board->Cell(w.id, LoadBoard::kDecodeBlocks).store(decode_blocks, std::memory_order_relaxed);
+  }
+}
+
 // ---- LoadGuard -----------------------------------------------------------------------------
 
 LoadGuard::LoadGuard(std::shared_ptr<WorkerState> worker, uint64_t prefill_tokens,
@@ -302,6 +327,12 @@ LoadGuard::LoadGuard(std::shared_ptr<WorkerState> worker, uint64_t prefill_token
   if (prefill_slot_) worker_->prefills_inflight.fetch_add(1, std::memory_order_relaxed);
   worker_->prefill_tokens.fetch_add(prefill_tokens_, std::memory_order_relaxed);
   worker_->decode_blocks.fetch_add(decode_blocks_, std::memory_order_relaxed);
+  if (const LoadBoard* b = worker_->board.get()) {
+    const kv::WorkerId id = worker_->id;
+    b->Cell(id, LoadBoard::kPrefillTokens).fetch_add(prefill_tokens_, std::memory_order_relaxed);
+    b->Cell(id, LoadBoard::kQueueUnits).fetch_add(decode_blocks_ + 4, std::memory_order_relaxed);
+    b->Cell(id, LoadBoard::kDecodeBlocks).fetch_add(decode_blocks_, std::memory_order_relaxed);
+  }
 }
 
 LoadGuard::~LoadGuard() { Release(); }
@@ -330,6 +361,9 @@ void LoadGuard::PrefillDone() {
     prefill_slot_ = false;
   }
   SubSaturating<uint64_t>(worker_->prefill_tokens, prefill_tokens_);
+  if (const LoadBoard* b = worker_->board.get()) {
+    SubSaturating<uint64_t>(b->Cell(worker_->id, LoadBoard::kPrefillTokens), prefill_tokens_);
+  }
   prefill_tokens_ = 0;
 }
 
@@ -337,8 +371,13 @@ void LoadGuard::Release() {
   if (!worker_) return;
   PrefillDone();
   SubSaturating<uint64_t>(worker_->decode_blocks, decode_blocks_);
-  decode_blocks_ = 0;
   SubSaturating<uint32_t>(worker_->inflight, 1);
+  if (const LoadBoard* b = worker_->board.get()) {
+    const kv::WorkerId id = worker_->id;
+    SubSaturating<uint64_t>(b->Cell(id, LoadBoard::kDecodeBlocks), decode_blocks_);
+    SubSaturating<uint64_t>(b->Cell(id, LoadBoard::kQueueUnits), decode_blocks_ + 4);
+  }
+  decode_blocks_ = 0;
   worker_.reset();
 }
 
@@ -362,17 +401,44 @@ struct WorkerRegistry::Impl {
   std::map<std::string, std::shared_ptr<WorkerState>> members;  // url -> state; guarded by mu
   std::set<std::string> static_urls;                            // immutable after Create
   kv::WorkerId next_id = 1;                                     // guarded by mu; never reused
+  const std::shared_ptr<LoadBoard> board = std::make_shared<LoadBoard>();
+  // A new worker's state with the next id (callers hold mu).
+  std::shared_ptr<WorkerState> NewWorker(WorkerSpec spec) {
+    auto w = std::make_shared<WorkerState>();
+    w->id = next_id++;
+    w->spec = std::move(spec);
+    w->role = w->spec.role;
+    w->rtt_ms = w->spec.rtt_ms;
+    if (LoadBoard::Covers(w->id)) w->board = board;
+    return w;
+  }
   std::atomic<std::shared_ptr<const WorkerTable>> table{std::make_shared<const WorkerTable>()};
   std::atomic<std::shared_ptr<const WorkerView>> view{
-      std::make_shared<const WorkerView>(WorkerView{table.load(), {}, {}})};
+      [this] {
+        auto v = std::make_shared<WorkerView>();
+        v->table = table.load();
+        return std::shared_ptr<const WorkerView>(std::move(v));
+      }()};
 
   // Makes `t` the current membership (callers hold mu): the table, then its view.
   void Publish(std::shared_ptr<const WorkerTable> t) {
     auto v = std::make_shared<WorkerView>();
     v->table = t;
+    bool on_board = true;
     for (const auto& w : *t) {
-      if (CanDecode(w->role)) v->decode.push_back(w.get());
+      if (CanDecode(w->role)) {
+        v->decode.push_back(w.get());
+        v->decode_ids.push_back(w->id);
+        v->decode_max_id = std::max(v->decode_max_id, w->id);
+        on_board &= w->board != nullptr;
+        v->decode_any_rtt |= w->rtt_ms != 0;
+      }
       if (CanPrefillRemote(w->role)) v->prefill.push_back(w.get());
+    }
+    if (on_board) v->board = board;
+    v->decode_consecutive = true;
+    for (size_t i = 1; i < v->decode_ids.size(); ++i) {
+      v->decode_consecutive &= v->decode_ids[i] == v->decode_ids[0] + i;
     }
     table.store(std::move(t));
     view.store(std::move(v));
@@ -475,11 +541,7 @@ StatusOr<std::unique_ptr<WorkerRegistry>> WorkerRegistry::Create(WorkerRegistryO
     auto table = std::make_shared<WorkerTable>();
     std::lock_guard lock(impl.mu);
     for (auto& s : all) {
-      auto w = std::make_shared<WorkerState>();
-      w->id = impl.next_id++;
-      w->spec = Normalized(std::move(s));
-      w->role = w->spec.role;
-      w->rtt_ms = w->spec.rtt_ms;
+      auto w = impl.NewWorker(Normalized(std::move(s)));
       impl.members[w->spec.url] = w;
       table->push_back(w);
     }
@@ -547,11 +609,7 @@ void WorkerRegistry::SetWorkers(std::vector<WorkerSpec> workers) {
       }
     }
     for (auto& [url, spec] : wanted) {
-      auto w = std::make_shared<WorkerState>();
-      w->id = impl.next_id++;
-      w->spec = std::move(spec);
-      w->role = w->spec.role;
-      w->rtt_ms = w->spec.rtt_ms;
+      auto w = impl.NewWorker(std::move(spec));
       next[url] = w;
       added.push_back(w);
     }

@@ -29,6 +29,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -84,6 +85,44 @@ StatusOr<WorkerSpec> ParseWorkerUrl(std::string_view text);
 // Errors name the entry and field. Duplicate URLs are an error.
 StatusOr<std::vector<WorkerSpec>> ParseWorkerFile(std::string_view text);
 
+// The router-side load of every worker with an id below kCapacity, mirrored from the
+// WorkerState counters into dense arrays indexed by worker id, one per field (LoadGuard changes
+// both; nothing else changes load in the router). A kv routing decision reads its 1,000
+// candidates' loads from these few contiguous kilobytes instead of one scattered WorkerState line
+// each, with fewer instructions, and for consecutive ids with vector loads (docs/routing.md,
+// "Load board"). The arrays are allocated zeroed and untouched until a worker uses them (24 MiB
+// of address space; 24 bytes of memory per worker id in use, in pages of 512 ids).
+class LoadBoard {
+ public:
+  static constexpr kv::WorkerId kCapacity = kv::WorkerId{1} << 20;
+  enum Field : uint32_t {
+    kPrefillTokens = 0,  // = WorkerState::prefill_tokens
+    kQueueUnits = 1,     // = WorkerState::decode_blocks + 4 * WorkerState::inflight
+    kDecodeBlocks = 2,   // = WorkerState::decode_blocks
+  };
+  static constexpr uint32_t kNumFields = 3;
+  LoadBoard();
+  ~LoadBoard();
+  LoadBoard(const LoadBoard&) = delete;
+  LoadBoard& operator=(const LoadBoard&) = delete;
+  static bool Covers(kv::WorkerId id) { return id < kCapacity; }
+  // id < kCapacity.
+  std::atomic_ref<uint64_t> Cell(kv::WorkerId id, Field f) const {
+    return std::atomic_ref<uint64_t>(cells_[size_t{f} * kCapacity + id]);
+  }
+  uint64_t Get(kv::WorkerId id, Field f) const { return Get(cells_, id, f); }
+  // The same from cells(), which a loop can keep in a register; field f of ids id0.. is the
+  // array cells() + f * kCapacity + id0.
+  uint64_t* cells() const { return cells_; }
+  static uint64_t Get(uint64_t* cells, kv::WorkerId id, Field f) {
+    return std::atomic_ref<uint64_t>(cells[size_t{f} * kCapacity + id])
+        .load(std::memory_order_relaxed);
+  }
+
+ private:
+  uint64_t* cells_;  // kNumFields arrays of kCapacity words, calloc'ed
+};
+
 enum class BreakerState { kClosed, kOpen, kHalfOpen };
 const char* BreakerStateName(BreakerState s);  // "closed", "open", "half_open"
 
@@ -109,8 +148,27 @@ struct alignas(64) WorkerState {
   std::atomic<int64_t> open_until_ns{0};        // steady clock; breaker open until then
   std::atomic<uint32_t> consecutive_failures{0};
   WorkerSpec spec;
+  // The registry's load board when id is on it (LoadBoard::Covers), else null. Set before the
+  // worker is published, then constant.
+  std::shared_ptr<LoadBoard> board;
 
   BreakerState breaker_state() const { return static_cast<BreakerState>(breaker.load()); }
+};
+
+// Sets a worker's load counters and its board cells at once. For benches and tests: the router
+// changes load only through LoadGuard.
+void SetLoadForTesting(WorkerState& w, uint64_t prefill_tokens, uint64_t decode_blocks,
+                       uint32_t inflight);
+
+// A candidate list's loads on a LoadBoard, for RoutingPolicy::Choose (RouteInput::loads):
+// ids[i] is candidates[i]->id and every one is on `board`; any_rtt: some candidate has
+// rtt_ms != 0. board null: not available (the policy reads the WorkerStates).
+struct CandidateLoads {
+  const LoadBoard* board = nullptr;
+  std::span<const kv::WorkerId> ids;
+  kv::WorkerId max_id = 0;  // the largest of ids
+  bool consecutive = false;  // ids[i] == ids[0] + i
+  bool any_rtt = false;
 };
 
 using WorkerTable = std::vector<std::shared_ptr<WorkerState>>;  // in id order
@@ -121,6 +179,17 @@ struct WorkerView {
   std::shared_ptr<const WorkerTable> table;
   std::vector<WorkerState*> decode;   // CanDecode(role)
   std::vector<WorkerState*> prefill;  // CanPrefillRemote(role)
+  // decode's ids in order, and the board that holds all their loads (null if one is not on it).
+  std::vector<kv::WorkerId> decode_ids;
+  std::shared_ptr<const LoadBoard> board;
+  kv::WorkerId decode_max_id = 0;
+  bool decode_consecutive = false;
+  bool decode_any_rtt = false;
+
+  // decode's loads for RouteInput::loads (valid while this view is).
+  CandidateLoads DecodeLoads() const {
+    return {board.get(), decode_ids, decode_max_id, decode_consecutive, decode_any_rtt};
+  }
 
   // The table's entry for `w` (one of its workers), or null: a binary search by id.
   std::shared_ptr<WorkerState> Find(const WorkerState* w) const;

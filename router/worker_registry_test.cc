@@ -253,6 +253,75 @@ TEST(LoadGuardTest, CountsExactlyThroughMovesAndRelease) {
   EXPECT_EQ(w->inflight.load(), 0u);
 }
 
+// The registry's workers carry its LoadBoard, and their guards keep its cells equal to the
+// counters (prefill tokens; decode blocks + 4 per request; decode blocks) through moves,
+// PrefillDone and release. The view lists the decode workers' ids for it: consecutive while no
+// worker in the middle has left, and whether any has a round trip.
+TEST(LoadBoardTest, GuardsKeepTheBoardInStepAndTheViewListsIds) {
+  WorkerRegistryOptions o;
+  o.health_interval = 1h;
+  auto reg = WorkerRegistry::Create(o, nullptr);
+  ASSERT_TRUE(reg.ok());
+  WorkerRegistry& r = **reg;
+  WorkerSpec far = Spec("http://127.0.0.1:4");
+  far.rtt_ms = 3;
+  r.SetWorkers({Spec("http://127.0.0.1:1"), Spec("http://127.0.0.1:2"),
+                Spec("http://127.0.0.1:3", WorkerRole::kPrefill)});
+  auto view = r.View();
+  ASSERT_EQ(view->table->size(), 3u);
+  const std::shared_ptr<WorkerState> w = view->table->at(0);
+  ASSERT_NE(w->board, nullptr);
+  const LoadBoard& board = *w->board;
+  auto cells_match = [&](const WorkerState& x) {
+    return board.Get(x.id, LoadBoard::kPrefillTokens) == x.prefill_tokens.load() &&
+           board.Get(x.id, LoadBoard::kQueueUnits) ==
+               x.decode_blocks.load() + 4 * uint64_t{x.inflight.load()} &&
+           board.Get(x.id, LoadBoard::kDecodeBlocks) == x.decode_blocks.load();
+  };
+  {
+    LoadGuard g(w, 100, 7, true);
+    LoadGuard h(w, 50, 3, false);
+    EXPECT_TRUE(cells_match(*w));
+    EXPECT_EQ(board.Get(w->id, LoadBoard::kQueueUnits), 10u + 8u);
+    LoadGuard moved(std::move(g));
+    moved.PrefillDone();
+    EXPECT_TRUE(cells_match(*w));
+    EXPECT_EQ(board.Get(w->id, LoadBoard::kPrefillTokens), 50u);
+    h = std::move(moved);
+    EXPECT_TRUE(cells_match(*w));
+    LoadGuard other(view->table->at(1), 30, 2, false);
+    EXPECT_TRUE(cells_match(*view->table->at(1)));
+    EXPECT_EQ(board.Get(w->id, LoadBoard::kQueueUnits), 7u + 4u);
+  }
+  for (const auto& x : *view->table) {
+    EXPECT_TRUE(cells_match(*x));
+    EXPECT_EQ(board.Get(x->id, LoadBoard::kQueueUnits), 0u);
+  }
+  SetLoadForTesting(*w, 5, 6, 7);
+  EXPECT_TRUE(cells_match(*w));
+  SetLoadForTesting(*w, 0, 0, 0);
+
+  // The view: decode workers only (the prefill worker is not a decode candidate).
+  CandidateLoads loads = view->DecodeLoads();
+  EXPECT_EQ(loads.board, &board);
+  ASSERT_EQ(loads.ids.size(), view->decode.size());
+  for (size_t i = 0; i < loads.ids.size(); ++i) EXPECT_EQ(loads.ids[i], view->decode[i]->id);
+  EXPECT_EQ(loads.max_id, view->decode.back()->id);
+  EXPECT_TRUE(loads.consecutive);
+  EXPECT_FALSE(loads.any_rtt);
+
+  // A decode worker in the middle leaves: no longer consecutive; a far worker joins.
+  r.SetWorkers({Spec("http://127.0.0.1:1"), Spec("http://127.0.0.1:3", WorkerRole::kPrefill),
+                Spec("http://127.0.0.1:5"), far});
+  view = r.View();
+  loads = view->DecodeLoads();
+  ASSERT_EQ(loads.ids.size(), 3u);
+  EXPECT_FALSE(loads.consecutive);
+  EXPECT_TRUE(loads.any_rtt);
+  EXPECT_EQ(loads.max_id, view->decode.back()->id);
+  for (WorkerState* x : view->decode) EXPECT_EQ(x->board.get(), &board);
+}
+
 // ---- registry: health and breaker --------------------------------------------------------------
 
 WorkerRegistryOptions OptionsFor(const std::vector<std::string>& urls) {
