@@ -633,15 +633,21 @@ TEST(RoutingTest, FastPassChoosesLikeTheStraightforwardComputation) {
   }
 }
 
+// A registry that is only asked Routable() (which needs only its options).
+std::unique_ptr<WorkerRegistry> RegistryForRoutable(uint32_t max_inflight_per_worker) {
+  WorkerRegistryOptions ro;
+  ro.max_inflight_per_worker = max_inflight_per_worker;
+  auto registry = WorkerRegistry::Create(ro, nullptr);
+  EXPECT_TRUE(registry.ok());
+  return std::move(registry).value();
+}
+
 // RouteInput::routable_only: every policy, given all workers and the registry, chooses exactly
 // what it chooses from the routable ones listed first (same seed, so the same draws), and returns
 // no worker when none is routable.
 TEST(RoutingTest, RoutableOnlyChoosesLikeAFilteredList) {
-  WorkerRegistryOptions ro;
-  ro.max_inflight_per_worker = 6;
-  auto registry = WorkerRegistry::Create(ro, nullptr);  // Routable() needs only the options
-  ASSERT_TRUE(registry.ok());
-  const WorkerRegistry& reg = **registry;
+  const std::unique_ptr<WorkerRegistry> registry = RegistryForRoutable(6);
+  const WorkerRegistry& reg = *registry;
   std::mt19937_64 rng(77);
   auto rand = [&rng](uint64_t n) { return rng() % n; };
   struct Mode {
@@ -721,11 +727,8 @@ TEST(RoutingTest, RoutableOnlyChoosesLikeAFilteredList) {
 // on other workers, block sizes where the board applies and where it does not (the policy then
 // reads the WorkerStates), and workers with round trips (likewise).
 TEST(RoutingTest, LoadBoardChoosesExactlyLikeTheWorkerStates) {
-  WorkerRegistryOptions ro;
-  ro.max_inflight_per_worker = 40;
-  auto registry = WorkerRegistry::Create(ro, nullptr);  // Routable() needs only the options
-  ASSERT_TRUE(registry.ok());
-  const WorkerRegistry& reg = **registry;
+  const std::unique_ptr<WorkerRegistry> registry = RegistryForRoutable(40);
+  const WorkerRegistry& reg = *registry;
   auto board = std::make_shared<LoadBoard>();
   std::mt19937_64 rng(4242);
   auto rand = [&rng](uint64_t n) { return rng() % n; };
@@ -783,7 +786,9 @@ TEST(RoutingTest, LoadBoardChoosesExactlyLikeTheWorkerStates) {
                                  : fleet.all[rand(n)]->id;
       if (!used.insert(match.worker).second) continue;
       match.matched_blocks = static_cast<uint32_t>(rand(trial % 2 ? 3 : 40));
-      for (uint32_t& t : match.matched_tier) t = static_cast<uint32_t>(rand(match.matched_blocks + 1));
+      for (uint32_t& t : match.matched_tier) {
+        t = static_cast<uint32_t>(rand(match.matched_blocks + 1));
+      }
       match.matched_with_predicted = match.matched_blocks + static_cast<uint32_t>(rand(3));
       q.workers.push_back(match);
     }
