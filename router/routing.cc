@@ -819,6 +819,16 @@ class KvPolicy final : public RoutingPolicy {
 namespace detail {
 std::string_view BoardKernelName() { return g_board_kernel.name; }
 
+int64_t BoardKernelForTest(uint64_t* a, uint64_t* b, const uint32_t* match, size_t n, int sa,
+                           int sb, std::vector<uint32_t>& at) {
+  const BoardRun run{a, b, match, n, sa, sb};
+  const int64_t key = g_board_kernel.min_key(run);
+  at.resize(n);
+  at.resize(key == std::numeric_limits<int64_t>::max() ? 0
+                                                      : g_board_kernel.keys_at(run, key, at.data()));
+  return key;
+}
+
 bool SelectBoardKernelForTest(std::string_view name) {
   for (const BoardKernel& k : AvailableBoardKernels()) {
     if (name == k.name) {

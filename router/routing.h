@@ -26,6 +26,7 @@
 #include <memory>
 #include <span>
 #include <string_view>
+#include <vector>
 
 #include "common/status.h"
 #include "kv/block_hash.h"
@@ -97,6 +98,10 @@ namespace detail {
 // it) or "scalar". Tests switch them; false when this CPU cannot run `name`.
 std::string_view BoardKernelName();
 bool SelectBoardKernelForTest(std::string_view name);
+// The current kernel on n candidates (key(i) = (a[i] << sa) + (b[i] << sb), b may be null; only
+// those with match[i] == 0): the smallest key, and in `at` the candidates at it, ascending.
+int64_t BoardKernelForTest(uint64_t* a, uint64_t* b, const uint32_t* match, size_t n, int sa,
+                           int sb, std::vector<uint32_t>& at);
 }  // namespace detail
 
 }  // namespace kvmesh::router

@@ -825,6 +825,105 @@ TEST(RoutingTest, LoadBoardChoosesExactlyLikeTheWorkerStates) {
   EXPECT_GT(on_board_choices, 1000u);
 }
 
+// The kv pass really reads the board when RouteInput::loads is given, and only where it applies:
+// the WorkerStates say every worker is equally loaded, the board (set apart from them on
+// purpose) says one worker is idle, and that worker is chosen every time, with consecutive ids
+// (each kernel) and with gaps; with a non-power-of-two block size, a temperature or a round trip,
+// the WorkerStates decide (the draws then spread over all the equal workers).
+TEST(RoutingTest, KvPassReadsTheBoardWhereItApplies) {
+  const std::string kernel_before(detail::BoardKernelName());
+  auto board = std::make_shared<LoadBoard>();
+  const std::vector<kv::BlockHash> no_hashes;
+  for (const bool consecutive : {true, false}) {
+    Fleet fleet(0);
+    std::vector<kv::WorkerId> ids;
+    for (kv::WorkerId i = 0; i < 9; ++i) {
+      WorkerState* w = fleet.Add(10 + i * (consecutive ? 1 : 2), WorkerRole::kAggregated);
+      w->board = board;
+      SetLoadForTesting(*w, 4 * kBlock, 4, 2);
+      ids.push_back(w->id);
+    }
+    WorkerState* idle = fleet.all[6];
+    for (LoadBoard::Field f :
+         {LoadBoard::kPrefillTokens, LoadBoard::kQueueUnits, LoadBoard::kDecodeBlocks}) {
+      board->Cell(idle->id, f).store(0);  // the board only
+    }
+    const CandidateLoads loads{board.get(), ids, ids.back(), consecutive, false};
+    for (const char* kernel : {"avx2", "scalar"}) {
+      if (!detail::SelectBoardKernelForTest(kernel)) continue;
+      for (const char* cost : {"kvmesh", "dynamo"}) {
+        for (uint64_t seed = 0; seed < 20; ++seed) {
+          RouteInput in = Input(no_hashes, 100);
+          in.loads = loads;
+          EXPECT_EQ(MakePolicy("kv", cost, 0, 1, seed)->Choose(in, fleet.all, {}).worker, idle)
+              << cost << " kernel " << kernel << " consecutive " << consecutive;
+        }
+      }
+    }
+    // Where the board does not apply, the WorkerStates' equal loads tie and the draw spreads.
+    struct Case {
+      uint32_t block_size;
+      double temperature;
+      bool any_rtt;
+    };
+    for (const Case& c : {Case{12, 0, false}, Case{16, 0.5, false}, Case{16, 0, true}}) {
+      std::set<WorkerState*> chosen;
+      for (uint64_t seed = 0; seed < 40; ++seed) {
+        RouteInput in = Input(no_hashes, 100);
+        in.block_size = c.block_size;
+        in.loads = loads;
+        in.loads.any_rtt = c.any_rtt;
+        chosen.insert(
+            MakePolicy("kv", "kvmesh", c.temperature, 1, seed)->Choose(in, fleet.all, {}).worker);
+      }
+      EXPECT_GT(chosen.size(), 3u) << "block size " << c.block_size << " temperature "
+                                   << c.temperature << " rtt " << c.any_rtt;
+    }
+  }
+  ASSERT_TRUE(detail::SelectBoardKernelForTest(kernel_before));
+}
+
+// Each board kernel against a plain loop: the smallest unmatched key and the candidates at it,
+// on lengths 0-70 (vector bodies and tails), one or two arrays, shifts, many ties, matches.
+TEST(RoutingTest, BoardKernelsFindTheMinimumAndItsCandidates) {
+  const std::string kernel_before(detail::BoardKernelName());
+  std::mt19937_64 rng(11);
+  auto rand = [&rng](uint64_t n) { return rng() % n; };
+  size_t kernels = 0;
+  for (const char* kernel : {"avx2", "scalar"}) {
+    if (!detail::SelectBoardKernelForTest(kernel)) continue;
+    ++kernels;
+    for (int trial = 0; trial < 600; ++trial) {
+      const size_t n = static_cast<size_t>(trial) % 71;
+      const bool two = trial % 3 != 0;
+      const int sa = static_cast<int>(rand(2)), sb = static_cast<int>(rand(4));
+      std::vector<uint64_t> a(n), b(n);
+      std::vector<uint32_t> match(n);
+      for (size_t i = 0; i < n; ++i) {
+        a[i] = rand(trial % 2 ? 4 : 1000);
+        b[i] = rand(trial % 2 ? 4 : 1000);
+        match[i] = rand(5) == 0 ? 1 + static_cast<uint32_t>(rand(9)) : 0;
+      }
+      int64_t want = std::numeric_limits<int64_t>::max();
+      std::vector<uint32_t> want_at;
+      for (size_t i = 0; i < n; ++i) {
+        if (match[i] != 0) continue;
+        const int64_t k = static_cast<int64_t>((a[i] << sa) + (two ? b[i] << sb : 0));
+        if (k < want) want_at.clear();
+        if (k <= want) want_at.push_back(static_cast<uint32_t>(i));
+        want = std::min(want, k);
+      }
+      std::vector<uint32_t> at;
+      const int64_t got = detail::BoardKernelForTest(a.data(), two ? b.data() : nullptr,
+                                                     match.data(), n, sa, sb, at);
+      ASSERT_EQ(got, want) << kernel << " trial " << trial;
+      ASSERT_EQ(at, want_at) << kernel << " trial " << trial;
+    }
+  }
+  EXPECT_GE(kernels, 1u);
+  ASSERT_TRUE(detail::SelectBoardKernelForTest(kernel_before));
+}
+
 // The board kernels on runs of every length from 1 to 40 (vector bodies and scalar tails), with
 // many ties and scattered matches: each available kernel leads to the choice the WorkerStates
 // give (same seed).
