@@ -87,15 +87,7 @@ int64_t PrefixIndex::NowNs() const {
 
 // ---- open-addressing table (linear probing, backward-shift deletion) ------------------------
 
-const PrefixIndex::Entry* PrefixIndex::Find(BlockHash key) const {
-  size_t i = static_cast<size_t>((key * 0x9E3779B97F4A7C15ULL) >> shift_);
-  while (true) {
-    const Entry& e = table_[i];
-    if (e.size == 0) return nullptr;
-    if (e.key == key) return &e;
-    i = (i + 1) & mask_;
-  }
-}
+const PrefixIndex::Entry* PrefixIndex::Find(BlockHash key) const { return FindInQuery(key); }
 
 void PrefixIndex::Grow() {
   decltype(table_) old;
@@ -823,7 +815,7 @@ void PrefixIndex::QueryLocked(std::span<const BlockHash> hashes, QueryOptions op
   const uint32_t max_words = static_cast<uint32_t>(sc.words.size());
   const Entry* found[kQueryFindRing];
   auto find_ahead = [&](size_t k) __attribute__((always_inline)) {
-    const Entry* f = Find(hashes[k]);
+    const Entry* f = FindInQuery(hashes[k]);
     found[k % kQueryFindRing] = f;
     if (f != nullptr && f->cap != 0) {
       // The walk reads the header and then either the whole holder array (no bitset) or the
@@ -858,6 +850,48 @@ void PrefixIndex::QueryLocked(std::span<const BlockHash> hashes, QueryOptions op
       sc.active.push_back(j);
       ForEachBit(pred[j], j * 64, [&](uint32_t s) { sc.touched.push_back(s); });
     }
+    // One slot left in A_p (typically the worker that holds a conversation, past the shared
+    // prefix): blocks are then folded by looking that slot up in the entry (single_step), which
+    // is the general fold restricted to one slot and costs a fraction of it.
+    auto single_left = [&]() __attribute__((always_inline)) {
+      return sc.active.size() == 1 && std::has_single_bit(pred[sc.active[0]]);
+    };
+    bool single = single_left();
+    // Folds block n (entry e) for the single slot s (bit `bit` of word j). Returns false when s
+    // leaves A_p there (the walk is over).
+    auto single_step = [&](const Entry& en, uint32_t n, uint32_t j, uint64_t bit)
+                           __attribute__((always_inline)) -> bool {
+      const uint32_t s = j * 64 + static_cast<uint32_t>(std::countr_zero(bit));
+      // s's mask in the entry (0: not a holder). With a bitset, a holder outside the first
+      // exceptions() holds the block in G1 alone (a prediction on top does not matter to
+      // either run), so the held bit decides unless s is an exception.
+      uint32_t m = 0;
+      const uint32_t* hs = en.holders();
+      uint32_t scan = en.size;
+      if (const uint32_t words = en.words(); words != 0) {
+        m = (j < words && (en.held()[j] & bit)) ? 1u : 0u;
+        scan = en.exceptions();
+      }
+      for (uint32_t k = 0; k < scan; ++k) {
+        if (HolderSlot(hs[k]) == s) {
+          m = HolderMask(hs[k]);
+          break;
+        }
+      }
+      if (m == kPredictedBit && check_pred && !PredictionLive(hashes[n], s, now)) m = 0;
+      if (m == 0) return false;
+      if (!(conf[j] & bit)) return true;  // only the predicted run goes on: no tier counts
+      if (m & kTierMask) {
+        QuerySlot& st = qs[s];
+        st.g1_missing += !(m & 1);
+        st.g2 += (m >> 1) & 1;
+        st.g3 += (m >> 2) & 1;
+      } else {  // live prediction only: the confirmed run ends here
+        qs[s].matched = n;
+        conf[j] = 0;
+      }
+      return true;
+    };
     size_t i = 1;
     for (; i < n_hashes && !sc.active.empty(); ++i) {
       if (i + kQueryPrefetchAhead < n_hashes) Prefetch(hashes[i + kQueryPrefetchAhead]);
@@ -865,6 +899,11 @@ void PrefixIndex::QueryLocked(std::span<const BlockHash> hashes, QueryOptions op
       e = found[i % kQueryFindRing];
       if (e == nullptr) break;
       const uint32_t n = static_cast<uint32_t>(i);
+      if (single) {
+        const uint32_t j = sc.active[0];
+        if (!single_step(*e, n, j, pred[j])) break;  // the final loop ends both runs at n
+        continue;
+      }
       // Moves word j's runs to (nc, np): slots leaving a run end it at block n.
       auto leave = [&](uint32_t j, uint64_t nc, uint64_t np) __attribute__((always_inline)) {
         ForEachBit(conf[j] & ~nc, j * 64, [&](uint32_t s) { qs[s].matched = n; });
@@ -955,6 +994,7 @@ void PrefixIndex::QueryLocked(std::span<const BlockHash> hashes, QueryOptions op
         }
       }
       sc.active.resize(kept);
+      single = single_left();
     }
     // The walk ended at block i (end of request, missing block, or nobody left).
     const uint32_t n = static_cast<uint32_t>(i);

@@ -538,6 +538,88 @@ TEST(PrefixIndexTest, QueryIgnoresAndPurgesExpiredPredictions) {
   EXPECT_EQ(index.Stats().predicted, 0u);
 }
 
+// Past a shared prefix one worker is left, and the walk folds its blocks alone (the
+// single-survivor step): tiers other than G1, and a block it holds only predicted, where its
+// confirmed run ends while the predicted run goes on.
+TEST(PrefixIndexTest, WalkWithOneWorkerLeft) {
+  PrefixIndex index;
+  Feeder feed(index);
+  std::vector<BlockHash> hs;
+  for (BlockHash h = 1; h <= 30; ++h) hs.push_back(h * 104729);
+  // Workers 2-4 hold the prefix 0..4; worker 1 holds 0..29 but: block 10 in G2 only, block 12 in
+  // G1 and G3, block 20 only predicted. Worker 5 holds 6..8 (never in the runs: it lacks 0).
+  for (WorkerId w = 2; w <= 4; ++w) feed.Apply(w, Stored({hs.begin(), hs.begin() + 5}));
+  std::vector<BlockHash> own(hs.begin(), hs.end());
+  own.erase(own.begin() + 20);
+  own.erase(own.begin() + 10);
+  feed.Apply(1, Stored(own));
+  feed.Apply(1, Stored({hs[10]}, Medium::kG2));
+  feed.Apply(1, Stored({hs[12]}, Medium::kG3));
+  feed.Apply(5, Stored({hs.begin() + 6, hs.begin() + 9}));
+  index.AddPredicted(1, {&hs[20], 1}, seconds(60));
+  auto m = ByWorker(index.Query(hs));
+  ASSERT_EQ(m.size(), 4u);
+  EXPECT_EQ(m[1].matched_blocks, 20u);
+  EXPECT_EQ(m[1].matched_with_predicted, 30u);
+  EXPECT_EQ(m[1].matched_tier, (std::array<uint32_t, kNumMedia>{19, 1, 1}));
+  for (WorkerId w = 2; w <= 4; ++w) {
+    EXPECT_EQ(m[w].matched_blocks, 5u) << w;
+    EXPECT_EQ(m[w].matched_with_predicted, 5u) << w;
+  }
+  // Without the prediction both runs end at block 20.
+  feed.Apply(1, Removed({hs[25]}));
+  m = ByWorker(index.Query(hs));
+  EXPECT_EQ(m[1].matched_blocks, 20u);
+  EXPECT_EQ(m[1].matched_with_predicted, 25u);
+}
+
+// The same walks when predictions expire faster than the query can purge them: after two purges
+// that each found another record expired, the query checks every predicted-only holder against
+// its TTL, and a worker stops at its expired prediction. With one worker left past the prefix
+// (the single-survivor step) and with two (the general fold).
+void CheckWalkOverExpiredPredictions(bool two_left) {
+  SCOPED_TRACE(two_left ? "two workers left" : "one worker left");
+  const int64_t base = 1'000'000'000;
+  int64_t ticks = -1;  // < 0: the clock stands at base; else each read moves it 1 us on
+  PrefixIndexOptions opts;
+  opts.clock = [&] {
+    const int64_t t = ticks < 0 ? base : base + 1000 * ticks++;
+    return std::chrono::steady_clock::time_point{nanoseconds(t)};
+  };
+  PrefixIndex index(opts);
+  Feeder feed(index);
+  std::vector<BlockHash> hs;
+  for (BlockHash h = 1; h <= 20; ++h) hs.push_back(h * 7907);
+  const std::vector<WorkerId> left = two_left ? std::vector<WorkerId>{1, 4} : std::vector<WorkerId>{1};
+  for (WorkerId w : left) feed.Apply(w, Stored({hs.begin(), hs.begin() + 10}));
+  feed.Apply(2, Stored({hs.begin(), hs.begin() + 5}));
+  // Clock reads once armed: base + 1 us (check: expired), +2 us (purge), +3 us (check: expired
+  // again), +4 us (purge), +5 us (the query's now). Expiries: worker 3's at base + 1 us and
+  // base + 3 us make both checks fail; the predictions of block 12 expire at base + 4.5 us
+  // (after the last purge, before the query), those of blocks 10, 11, 13 and 14 much later.
+  const std::vector<BlockHash> unrelated = {991, 992};
+  index.AddPredicted(3, {&unrelated[0], 1}, nanoseconds(1000));
+  index.AddPredicted(3, {&unrelated[1], 1}, nanoseconds(3000));
+  const std::vector<BlockHash> later = {hs[10], hs[11], hs[13], hs[14]};
+  for (WorkerId w : left) {
+    index.AddPredicted(w, {&hs[12], 1}, nanoseconds(4500));
+    index.AddPredicted(w, later, seconds(60));
+  }
+  ticks = 1;
+  auto m = ByWorker(index.Query(hs));
+  EXPECT_EQ(ticks, 6) << "the query did not take the path this test is about";
+  for (WorkerId w : left) {
+    EXPECT_EQ(m[w].matched_blocks, 10u) << w;
+    EXPECT_EQ(m[w].matched_with_predicted, 12u) << w;
+  }
+  EXPECT_EQ(m[2].matched_blocks, 5u);
+}
+
+TEST(PrefixIndexTest, WalkChecksPredictionsThatExpireDuringTheQuery) {
+  CheckWalkOverExpiredPredictions(/*two_left=*/false);
+  CheckWalkOverExpiredPredictions(/*two_left=*/true);
+}
+
 // Predictions with short real-clock TTLs expire while readers query: the readers' purges and
 // the writers' mutations interleave under the lock without corrupting anything.
 TEST(PrefixIndexTest, ConcurrentPredictionsExpireDuringQueries) {
