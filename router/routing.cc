@@ -229,14 +229,26 @@ using KeysAtFn = size_t (*)(const BoardRun& r, int64_t key, uint32_t* out);
                             unmatched);
 }
 
+// Lane-wise minimum of signed 64-bit lanes.
+[[gnu::always_inline, gnu::target("avx2")]] inline __m256i Min4Avx2(__m256i x, __m256i y) {
+  return _mm256_blendv_epi8(x, y, _mm256_cmpgt_epi64(x, y));
+}
+
 [[gnu::noinline, gnu::target("avx2")]] int64_t MinKeyAvx2(const BoardRun& r) {
   const __m128i sa = _mm_cvtsi32_si128(r.sa), sb = _mm_cvtsi32_si128(r.sb);
-  __m256i lo = _mm256_set1_epi64x(std::numeric_limits<int64_t>::max());
+  // AVX2 has no 64-bit min: a compare and a blend, whose latency would bound a loop with one
+  // running minimum. Four independent minima (16 candidates per step) keep the loads busy.
+  const __m256i max = _mm256_set1_epi64x(std::numeric_limits<int64_t>::max());
+  __m256i lo = max, lo1 = max, lo2 = max, lo3 = max;
   size_t i = 0;
-  for (; i + 4 <= r.n; i += 4) {
-    const __m256i k = Keys4Avx2(r, i, sa, sb);
-    lo = _mm256_blendv_epi8(lo, k, _mm256_cmpgt_epi64(lo, k));
+  for (; i + 16 <= r.n; i += 16) {
+    lo = Min4Avx2(lo, Keys4Avx2(r, i, sa, sb));
+    lo1 = Min4Avx2(lo1, Keys4Avx2(r, i + 4, sa, sb));
+    lo2 = Min4Avx2(lo2, Keys4Avx2(r, i + 8, sa, sb));
+    lo3 = Min4Avx2(lo3, Keys4Avx2(r, i + 12, sa, sb));
   }
+  for (; i + 4 <= r.n; i += 4) lo = Min4Avx2(lo, Keys4Avx2(r, i, sa, sb));
+  lo = Min4Avx2(Min4Avx2(lo, lo1), Min4Avx2(lo2, lo3));
   alignas(32) int64_t lanes[4];
   _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), lo);
   int64_t m = std::min(std::min(lanes[0], lanes[1]), std::min(lanes[2], lanes[3]));
