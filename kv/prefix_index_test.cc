@@ -566,7 +566,7 @@ TEST(PrefixIndexTest, WalkWithOneWorkerLeft) {
     EXPECT_EQ(m[w].matched_blocks, 5u) << w;
     EXPECT_EQ(m[w].matched_with_predicted, 5u) << w;
   }
-  // Without the prediction both runs end at block 20.
+  // A block it no longer holds ends the predicted run there.
   feed.Apply(1, Removed({hs[25]}));
   m = ByWorker(index.Query(hs));
   EXPECT_EQ(m[1].matched_blocks, 20u);
@@ -590,7 +590,8 @@ void CheckWalkOverExpiredPredictions(bool two_left) {
   Feeder feed(index);
   std::vector<BlockHash> hs;
   for (BlockHash h = 1; h <= 20; ++h) hs.push_back(h * 7907);
-  const std::vector<WorkerId> left = two_left ? std::vector<WorkerId>{1, 4} : std::vector<WorkerId>{1};
+  const std::vector<WorkerId> left =
+      two_left ? std::vector<WorkerId>{1, 4} : std::vector<WorkerId>{1};
   for (WorkerId w : left) feed.Apply(w, Stored({hs.begin(), hs.begin() + 10}));
   feed.Apply(2, Stored({hs.begin(), hs.begin() + 5}));
   // Clock reads once armed: base + 1 us (check: expired), +2 us (purge), +3 us (check: expired
