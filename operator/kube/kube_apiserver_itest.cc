@@ -160,11 +160,18 @@ TEST_F(KubeApiServerIntegrationTest, InformerSurvivesDroppedWatchAndExpiredHisto
                                    informer.Get("default/change").value_or(json::object()).value("data", json::object()).value("k", "") == "v2"; }));
   EXPECT_EQ(informer.ListKeys(),
             (std::vector<std::string>{"default/after-drop", "default/change", "default/keep", "default/pre"}));
-  // The relist's diff produced exactly the two changes made while blind.
+  // The relist's diff produced exactly the two changes made while blind. The informer updates
+  // its cache before it calls the handlers, so wait for the calls themselves, and stop it before
+  // reading them: no handler runs after Stop() (a handler blocked on `mu` while this thread held
+  // it and joined the informer in Stop() was a deadlock).
+  ASSERT_TRUE(WaitFor([&] {
+    std::lock_guard<std::mutex> l(mu);
+    return calls.size() >= 2;
+  }));
+  informer.Stop();
   std::lock_guard<std::mutex> l(mu);
   std::sort(calls.begin(), calls.end());
   EXPECT_EQ(calls, (std::vector<std::string>{"delete default/drop", "update default/change"}));
-  informer.Stop();
 }
 
 TEST_F(KubeApiServerIntegrationTest, SecondElectorTakesOverWhenTheLeaderStopsRenewing) {
