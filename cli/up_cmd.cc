@@ -782,26 +782,26 @@ int UpRunner::Run() {
         }
       }
     }
-    std::vector<const Member*> back;  // announced once workers.yaml and up.json name them
+    std::vector<std::string> back;  // announced once workers.yaml and up.json name them
     for (Member& m : agents_) {
       if (!m.ready && sup_->Pid(m.name) != 0 && CheckReady(m)) {
-        back.push_back(&m);
+        back.push_back(m.name + (m.was_ready ? " ready again at " : " ready at ") + m.url);
         changed = true;
       }
+      m.was_ready = m.was_ready || m.ready;
     }
     if (router_ && !router_->ready && sup_->Pid("router") != 0 && CheckReady(*router_)) {
       WriteUpJson();
       Say("router ready again at " + router_->url);
       PrintReady();
     }
-    for (const Member* m : back) Say(m->name + (m->was_ready ? " ready again at " : " ready at ") + m->url);
-    for (Member& m : agents_) m.was_ready = m.was_ready || m.ready;
-    back.clear();
     FinishDrains(&changed);
     if (changed) {
       if (Status s = WriteWorkersFile(); !s.ok()) Say("warning: " + s.ToString());
       WriteUpJson();
     }
+    // Only now that both files name them: whoever waits for this line reads the files next.
+    for (const std::string& line : back) Say(line);
     PlannerStep();
   }
   if (g_stop_signal != 0) {
