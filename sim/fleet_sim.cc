@@ -378,6 +378,7 @@ class Simulator {
   std::vector<Req> reqs_;
   std::vector<uint32_t> free_slots_;
   std::optional<SimRequest> next_arrival_;
+  std::deque<SimRequest> closed_arrivals_;  // closed loop: entered, arrival events pending
   std::vector<uint32_t> dirty_;
   std::string bug_;
   uint32_t draining_ = 0;  // instances draining, not yet removed
@@ -406,6 +407,9 @@ Status Simulator::Init(const std::string& label) {
                                                               : config_.routing.mode)
                               : label;
   res_.workload = workload_.Describe();
+  if (config_.concurrency > 0) {  // the workload's arrival times are not used
+    res_.workload += ", closed loop at concurrency " + std::to_string(config_.concurrency);
+  }
   kv::PrefixIndexOptions io;
   io.clock = [this] {
     return std::chrono::steady_clock::time_point(
@@ -579,12 +583,20 @@ void Simulator::OnScaleTick() {
     }
   }
   RemoveDrained();
-  if (next_arrival_ || res_.requests > res_.completed + res_.rejected) {
+  if (next_arrival_ || !closed_arrivals_.empty() || res_.requests > res_.completed + res_.rejected) {
     Push(now_ + config_.scale_interval_s, EventKind::kScaleTick, 0);
   }
 }
 
 void Simulator::PullArrival() {
+  if (config_.concurrency > 0) {  // closed loop: the next request enters now
+    std::optional<SimRequest> r = workload_.Next();
+    if (!r) return;
+    r->arrival_s = now_;
+    closed_arrivals_.push_back(std::move(*r));
+    Push(now_, EventKind::kArrival, 0);  // same-time events run in insertion order: FIFO
+    return;
+  }
   next_arrival_ = workload_.Next();
   if (next_arrival_) Push(next_arrival_->arrival_s, EventKind::kArrival, 0);
 }
@@ -594,7 +606,7 @@ void Simulator::Run() {
   for (uint32_t k = 0; k < config_.prefix_seeds.size(); ++k) {
     Push(config_.prefix_seeds[k].at_s, EventKind::kPrefixSeed, k);
   }
-  PullArrival();
+  for (uint32_t k = 0; k < std::max(config_.concurrency, 1u); ++k) PullArrival();
   while (!events_.empty()) {
     const Event e = events_.top();
     events_.pop();
@@ -694,9 +706,15 @@ void Simulator::OnPrefixSeed(const PrefixSeed& seed) {
 // ---- routing (the router's Choose + PlanPrefill + LoadGuard, router/router.cc) --------------
 
 void Simulator::OnArrival() {
-  SimRequest r = std::move(*next_arrival_);
-  next_arrival_.reset();
-  PullArrival();
+  SimRequest r;
+  if (config_.concurrency > 0) {  // the next one enters when this one ends
+    r = std::move(closed_arrivals_.front());
+    closed_arrivals_.pop_front();
+  } else {
+    r = std::move(*next_arrival_);
+    next_arrival_.reset();
+    PullArrival();
+  }
   ++res_.requests;
   if (first_arrival_ < 0) {
     first_arrival_ = now_;
@@ -805,6 +823,7 @@ void Simulator::Reject(uint32_t slot) {
   ++res_.rejected;
   ReleaseHolds(reqs_[slot]);
   FreeSlot(slot);
+  if (config_.concurrency > 0) PullArrival();
 }
 
 // ---- instance scheduler ----------------------------------------------------------------------
@@ -1184,6 +1203,7 @@ void Simulator::FinishRequest(Instance& in, uint32_t slot) {
   last_finish_ = std::max(last_finish_, now_);
   ReleaseHolds(q);
   FreeSlot(slot);
+  if (config_.concurrency > 0) PullArrival();
 }
 
 SimResult Simulator::Finish() {

@@ -124,6 +124,12 @@ struct SimConfig {
   double sla_ttft_s = 2.0;           // goodput: TTFT <= this ...
   double sla_itl_s = 0.05;           // ... and mean inter-token latency <= this
   uint64_t seed = 1;
+  // Closed loop (0 = open loop): keep this many requests in the fleet. The workload's arrival
+  // times are ignored; `concurrency` requests enter at t = 0 and each one that ends (finished or
+  // rejected) lets the workload's next request in at that moment, with no think time, as a
+  // fixed-concurrency load generator does (genai-perf / Dynamo's benchmarks, `kvmesh bench
+  // --concurrency`).
+  uint32_t concurrency = 0;
   // Most decode steps one event may advance a stable batch by (1 = step by step: slower, same
   // result; tests compare the two).
   uint32_t max_jump_steps = 4096;

@@ -1,5 +1,6 @@
 #include "sim/fleet_sim.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <optional>
@@ -135,6 +136,53 @@ TEST(FleetSimTest, IsolatedRequestMatchesThePerfModel) {
   EXPECT_EQ(r.output_tokens, osl);
 }
 
+TEST(FleetSimTest, ClosedLoopOfOneRunsRequestsBackToBack) {
+  const PerfModel m = Model8b();
+  const uint32_t isl = 1000, osl = 10;
+  // Arrival times far apart: a closed loop ignores them.
+  std::vector<SimRequest> reqs;
+  for (uint32_t i = 0; i < 5; ++i) reqs.push_back(MakeRequest(i, 100.0 * (i + 1), isl, osl, 0, 0));
+  SimConfig c = AggFleet(1);
+  c.concurrency = 1;
+  SimResult r = Simulate(c, reqs, "kv:kvmesh");
+  ExpectConserved(r);
+  ASSERT_EQ(r.completed, 5u);
+  double e2e = m.PrefillSeconds(isl, 0);
+  for (uint32_t i = 0; i + 1 < osl; ++i) e2e += m.DecodeStepSeconds(1, isl + i);
+  // Each one alone on the instance, the next entering as the previous finishes.
+  EXPECT_NEAR(r.e2e_s.p50, e2e, 1e-9);
+  EXPECT_NEAR(r.e2e_s.p99, e2e, 1e-9);
+  EXPECT_NEAR(r.duration_s, 5 * e2e, 1e-9);
+  EXPECT_NE(r.workload.find("closed loop at concurrency 1"), std::string::npos) << r.workload;
+  // The same requests open loop: each arrives 100 s apart, the run spans their arrival times.
+  c.concurrency = 0;
+  r = Simulate(c, reqs, "kv:kvmesh");
+  EXPECT_NEAR(r.duration_s, 400 + e2e, 1e-9);
+}
+
+TEST(FleetSimTest, ClosedLoopKeepsConcurrencyRequestsInTheFleet) {
+  SimConfig c = AggFleet(2);
+  c.concurrency = 8;
+  c.scale_interval_s = 0.01;
+  std::vector<uint64_t> in_flight;
+  c.scale = [&](const IntervalStats& st) {
+    in_flight.push_back(st.in_flight);
+    return std::vector<uint32_t>{2};
+  };
+  // All 60 at t = 0 in the workload: open loop would put every one of them in the fleet at once.
+  std::vector<SimRequest> reqs;
+  for (uint32_t i = 0; i < 60; ++i) reqs.push_back(MakeRequest(i, 0, 512 + 16 * (i % 7), 8 + i % 5, 0, 0));
+  SimResult r = Simulate(c, reqs, "round_robin");
+  ExpectConserved(r);
+  EXPECT_EQ(r.completed, 60u);
+  ASSERT_GT(in_flight.size(), 10u);
+  EXPECT_EQ(*std::max_element(in_flight.begin(), in_flight.end()), 8u);
+  // Until the workload runs out the fleet holds 8 at every tick (60 - 8 requests enter later).
+  EXPECT_EQ(in_flight[0], 8u);
+  EXPECT_EQ(in_flight[in_flight.size() / 4], 8u);
+  EXPECT_EQ(in_flight.back(), 0u);
+}
+
 TEST(FleetSimTest, IsolatedRemotePrefillAddsTheTransfer) {
   const PerfModel m = Model8b();
   const uint32_t isl = 2000, osl = 10;
@@ -248,6 +296,12 @@ TEST(FleetSimTest, RequestsThatNeverFitAreRejected) {
                                   MakeRequest(1, 0.1, 5000, 10, 1, 0),
                                   MakeRequest(2, 0.2, 1000, 10, 2, 0)};
   SimResult r = Simulate(c, reqs, "random");
+  ExpectConserved(r);
+  EXPECT_EQ(r.completed, 2u);
+  EXPECT_EQ(r.rejected, 1u);
+  // Closed loop: a rejected request lets the next one in, as a finished one does.
+  c.concurrency = 1;
+  r = Simulate(c, reqs, "random");
   ExpectConserved(r);
   EXPECT_EQ(r.completed, 2u);
   EXPECT_EQ(r.rejected, 1u);

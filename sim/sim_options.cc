@@ -163,6 +163,7 @@ SweepFlags::SweepFlags() {
   max_prefill_tokens = Texts(d.max_prefill_tokens);
   rates = Texts(d.rates);
   rates_per_gpu = Texts(d.rates_per_gpu);
+  concurrency = Texts(d.concurrency);
   max_ttft_ms = d.max_ttft_p90_s * 1e3;
 }
 
@@ -286,6 +287,7 @@ StatusOr<SweepCliOptions> BuildSweep(const SweepFlags& f) {
                           ParseFlagNumbers<uint32_t>("--max-prefill-tokens", f.max_prefill_tokens));
   KVMESH_ASSIGN_OR_RETURN(w.rates, ParseFlagNumbers<double>("--rates", f.rates));
   KVMESH_ASSIGN_OR_RETURN(w.rates_per_gpu, ParseFlagNumbers<double>("--rates-per-gpu", f.rates_per_gpu));
+  KVMESH_ASSIGN_OR_RETURN(w.concurrency, ParseFlagNumbers<uint32_t>("--concurrency", f.concurrency));
   w.aggregated = w.disaggregated = false;
   for (const std::string& l : f.layouts) {
     if (l != "agg" && l != "disagg") return InvalidArgumentError("--layouts: '" + l + "' (agg | disagg)");

@@ -149,6 +149,8 @@ struct SimFlags {
     v("max_inflight", config.max_inflight_per_worker, "router: max_inflight_per_worker");
     v("event_delay_ms", event_delay_ms, "KV event delivery delay to the router's index, ms");
     v("rate", workload.options.rate, "requests/s, Poisson; <= 0 = all at t=0");
+    v("concurrency", config.concurrency,
+      "closed loop: keep this many requests in the fleet (arrival times ignored); 0 = open loop");
     workload.Visit(v);
     v("length_jitter", workload.options.length_jitter, "uniform +/- fraction of the lengths");
     v("zipf", workload.options.zipf_s, "Zipf skew of prefix-group popularity; 0 = uniform");
@@ -188,7 +190,7 @@ struct SweepFlags {
   SweepOptions sweep;  // scalar options bound directly
   SyntheticFlags workload;
   std::vector<std::string> tp, layouts = {"agg", "disagg"}, pd, max_batch, max_prefill_tokens,
-      rates, rates_per_gpu;
+      rates, rates_per_gpu, concurrency;
   double user_rate = 50;
   double max_ttft_ms = 0;
   std::string out, svg;
@@ -213,6 +215,7 @@ struct SweepFlags {
     workload.Visit(v);
     v("rates", rates, "offered requests/s for the whole fleet");
     v("rates_per_gpu", rates_per_gpu, "used when --rates is empty: each x --gpus");
+    v("concurrency", concurrency, "closed loop instead of rates: requests kept in the fleet (swept)");
     v("seed", sweep.seed, "random seed");
     v("user_rate", user_rate, "tokens/s/user at which the frontiers are compared");
     v("max_ttft_ms", max_ttft_ms, "points with TTFT p90 above this stay off the frontiers; 0 = no limit");

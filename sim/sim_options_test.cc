@@ -75,6 +75,7 @@ TEST(SimOptionsTest, SimAcceptsEveryDocumentedFlag) {
       {{"--max-inflight", "7"}, [](const O& o) { return o.config.max_inflight_per_worker == 7; }},
       {{"--event-delay-ms", "2"}, [](const O& o) { return o.config.event_delay_s == 0.002; }},
       {{"--rate", "40"}, [](const O& o) { return o.synthetic.rate == 40; }},
+      {{"--concurrency", "64"}, [](const O& o) { return o.config.concurrency == 64; }},
       {{"--num-requests", "200"}, [](const O& o) { return o.synthetic.num_requests == 200; }},
       {{"--isl", "1024", "--osl", "32"},
        [](const O& o) { return o.synthetic.input_tokens == 1024 && o.synthetic.output_tokens == 32; }},
@@ -129,6 +130,7 @@ TEST(SimOptionsTest, SimDefaultsAreTheDocumentedOnes) {
   EXPECT_EQ(o->config.max_inflight_per_worker, 256u);
   EXPECT_EQ(o->config.event_delay_s, 0.005);
   EXPECT_EQ(o->synthetic.rate, 10);
+  EXPECT_EQ(o->config.concurrency, 0u);
   EXPECT_EQ(o->synthetic.num_requests, 1000u);
   EXPECT_EQ(o->synthetic.input_tokens, 3000u);
   EXPECT_EQ(o->synthetic.output_tokens, 150u);
@@ -212,6 +214,7 @@ TEST(SimOptionsTest, SweepAcceptsEveryDocumentedFlagWithDefaults) {
        }},
       {{"--rates", "1.5,3"}, [](const O& o) { return o.sweep.rates == std::vector<double>{1.5, 3}; }},
       {{"--rates-per-gpu", "0.5"}, [](const O& o) { return o.sweep.rates_per_gpu == std::vector<double>{0.5}; }},
+      {{"--concurrency", "32,64"}, [](const O& o) { return o.sweep.concurrency == std::vector<uint32_t>{32, 64}; }},
       {{"--num-requests", "100", "--seed", "3"},
        [](const O& o) { return o.sweep.num_requests == 100 && o.sweep.seed == 3; }},
       {{"--user-rate", "40", "--max-ttft-ms", "2500"},
@@ -236,6 +239,7 @@ TEST(SimOptionsTest, SweepAcceptsEveryDocumentedFlagWithDefaults) {
   EXPECT_EQ(s.max_prefill_queue, 0u);
   EXPECT_TRUE(s.rates.empty());
   EXPECT_EQ(s.rates_per_gpu, (std::vector<double>{0.25, 0.5, 1, 2}));
+  EXPECT_TRUE(s.concurrency.empty());
   EXPECT_EQ(s.num_requests, 400u);
   EXPECT_EQ(s.isl, 3000u);
   EXPECT_EQ(s.osl, 150u);
@@ -252,6 +256,7 @@ TEST(SimOptionsTest, SweepListItemErrorsNameTheFlag) {
       {{"--tp", "2,x"}, "--tp: 'x' is not a non-negative integer"},
       {{"--max-batch", "8,,16"}, "--max-batch: '' is not"},
       {{"--rates-per-gpu", "0.5,fast"}, "--rates-per-gpu: 'fast' is not a number"},
+      {{"--concurrency", "8,-1"}, "--concurrency: '-1' is not"},
       {{"--pd", "2:0"}, "--pd: '2:0' is not a ratio"},
       {{"--pd", "2:1:1"}, "--pd: '2:1:1'"},
       {{"--layouts", "both"}, "--layouts: 'both'"},

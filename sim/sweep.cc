@@ -44,8 +44,11 @@ Status SweepOptions::Validate() const {
     return InvalidArgumentError("shared_prefix_ratio: must be in [0, 1]");
   }
   if (num_prefixes == 0) return InvalidArgumentError("num_prefixes: 0");
+  for (uint32_t n : concurrency) {
+    if (n == 0) return InvalidArgumentError("concurrency: 0");
+  }
   const std::vector<double>& r = rates.empty() ? rates_per_gpu : rates;
-  if (r.empty()) return InvalidArgumentError("rates: empty");
+  if (r.empty() && concurrency.empty()) return InvalidArgumentError("rates: empty");
   for (double x : r) {
     if (!(x > 0) || !std::isfinite(x)) return InvalidArgumentError("rates: each rate must be > 0");
   }
@@ -115,8 +118,8 @@ void Label(SweepPoint& p) {
     s += " " + std::to_string(p.prefill_instances) + "xTP" + std::to_string(p.prefill_tp) + " P + " +
          std::to_string(p.instances) + "xTP" + std::to_string(p.tp) + " D";
   }
-  s += " b" + std::to_string(p.max_batch) + " c" + std::to_string(p.max_prefill_tokens) + " r" +
-       FormatRate(p.rate);
+  s += " b" + std::to_string(p.max_batch) + " c" + std::to_string(p.max_prefill_tokens) +
+       (p.concurrency > 0 ? " n" + std::to_string(p.concurrency) : " r" + FormatRate(p.rate));
   p.label = std::move(s);
 }
 
@@ -139,14 +142,20 @@ std::vector<SweepPoint> PlanSweep(const SweepOptions& o) {
   auto add = [&](SweepPoint base) {
     for (uint32_t chunk : o.max_prefill_tokens) {
       for (uint32_t b : o.max_batch) {
-        for (double r : rates) {
+        auto push = [&](double r, uint32_t n) {
           SweepPoint p = base;
           p.max_prefill_tokens = chunk;
           p.max_batch = b;
           p.rate = r;
+          p.concurrency = n;
           p.gpus = p.prefill_instances * p.prefill_tp + p.instances * p.tp;
           Label(p);
           plan.push_back(std::move(p));
+        };
+        if (o.concurrency.empty()) {
+          for (double r : rates) push(r, 0);
+        } else {
+          for (uint32_t n : o.concurrency) push(0, n);
         }
       }
     }
@@ -235,6 +244,7 @@ SimConfig ConfigFor(const SweepOptions& o, const SweepPoint& p,
   // A sweep measures capacity: the router never refuses a request for being busy.
   c.max_inflight_per_worker = unbounded;
   c.seed = o.seed;
+  c.concurrency = p.concurrency;
   return c;
 }
 
@@ -257,7 +267,7 @@ StatusOr<SweepResult> RunSweep(const SweepOptions& options,
   for (SweepPoint p : PlanSweep(options)) {
     const SimConfig config = ConfigFor(options, p, routing);
     SyntheticOptions w;
-    w.rate = p.rate;
+    w.rate = p.concurrency > 0 ? 1.0 : p.rate;  // closed loop: arrival times are not used
     w.num_requests = options.num_requests;
     w.input_tokens = options.isl;
     w.output_tokens = options.osl;
@@ -324,6 +334,7 @@ nlohmann::json PointToJson(const SweepPoint& p) {
   j["max_batch"] = p.max_batch;
   j["max_prefill_tokens"] = p.max_prefill_tokens;
   j["rate"] = p.rate;
+  j["concurrency"] = p.concurrency;
   j["requests"] = p.requests;
   j["completed"] = p.completed;
   j["rejected"] = p.rejected;
@@ -404,7 +415,8 @@ std::string SweepResultJson(const SweepResult& r, double user_rate) {
   opts["isl"] = o.isl;
   opts["osl"] = o.osl;
   opts["shared_prefix_ratio"] = o.shared_prefix_ratio;
-  opts["rates"] = Rates(o);
+  opts["rates"] = o.concurrency.empty() ? nlohmann::json(Rates(o)) : nlohmann::json::array();
+  opts["concurrency"] = o.concurrency;
   opts["num_requests"] = o.num_requests;
   opts["link"] = o.link;
   opts["policy"] = o.policy;

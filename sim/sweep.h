@@ -53,6 +53,9 @@ struct SweepOptions {
   std::vector<double> rates;            // fleet requests/s; empty = rates_per_gpu x gpus
   std::vector<double> rates_per_gpu = {0.25, 0.5, 1, 2};
   uint64_t num_requests = 400;          // per point
+  // Non-empty: closed-loop points at these fleet concurrencies (SimConfig::concurrency) instead
+  // of Poisson rates, as fixed-concurrency benchmarks (genai-perf, Dynamo's plots) measure.
+  std::vector<uint32_t> concurrency;
   // Fleet / router.
   std::string link = "nvlink";
   std::string policy = "kv:kvmesh";     // RoutingForPolicy
@@ -72,7 +75,8 @@ struct SweepPoint {
   uint32_t instances = 0, tp = 0;                  // aggregated or decode instances
   uint32_t gpus = 0;
   uint32_t max_batch = 0, max_prefill_tokens = 0;
-  double rate = 0;                                 // requests/s offered
+  double rate = 0;                                 // requests/s offered (open loop)
+  uint32_t concurrency = 0;                        // requests kept in the fleet (closed loop)
   uint64_t requests = 0, completed = 0, rejected = 0, remote_prefills = 0;
   double tokens_per_s_per_gpu = 0;
   double tokens_per_s_per_user = 0;

@@ -101,6 +101,23 @@ TEST(PlanSweepTest, EnumeratesLayoutsThatFillTheBudget) {
   EXPECT_EQ(labels, (std::vector<std::string>{
                         "disagg 2xTP2 P + 2xTP2 D b8 c8192 r4", "disagg 2xTP2 P + 2xTP2 D b32 c8192 r4",
                         "disagg 1xTP4 P + 1xTP4 D b8 c8192 r4", "disagg 1xTP4 P + 1xTP4 D b32 c8192 r4"}));
+  // Closed loop: the concurrency ladder replaces the rates.
+  o.max_batch = {8};
+  o.concurrency = {16, 64};
+  labels.clear();
+  for (const SweepPoint& p : PlanSweep(o)) {
+    EXPECT_EQ(p.rate, 0) << p.label;
+    labels.push_back(p.label);
+  }
+  EXPECT_EQ(labels, (std::vector<std::string>{
+                        "disagg 2xTP2 P + 2xTP2 D b8 c8192 n16", "disagg 2xTP2 P + 2xTP2 D b8 c8192 n64",
+                        "disagg 1xTP4 P + 1xTP4 D b8 c8192 n16", "disagg 1xTP4 P + 1xTP4 D b8 c8192 n64"}));
+  o.concurrency = {0};
+  EXPECT_FALSE(o.Validate().ok());
+  o.concurrency = {4};
+  o.rates.clear();
+  o.rates_per_gpu.clear();
+  EXPECT_TRUE(o.Validate().ok());  // no rates needed in a closed loop
 }
 
 // Well-formedness of the SVG: every tag closes in order, text has no raw '<' and only known
